@@ -1,0 +1,875 @@
+#include "server/node.h"
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/page_codec.h"
+
+namespace ramster {
+
+// A client as this node knows it. Created on its first session and kept for
+// the node's life (its id is part of every disk key).
+struct Node::Client {
+  uint32_t id = 0;
+  std::string name;
+
+  // Shared by every page operation of this client; exclusive for whatever
+  // removes the client's pages wholesale (new epoch, expired lease, pool or
+  // object invalidation) and for changing the fields below it.
+  std::shared_mutex reclaim_mu;
+  uint64_t epoch = 0;  // 0: never opened a session
+  bool expired = false;
+  absl::flat_hash_map<uint32_t, v1::PoolKind> pools;
+
+  std::atomic<uint64_t> quota{0};  // 0: unlimited
+  std::atomic<int64_t> lease_deadline_ns{0};
+
+  std::atomic<uint64_t> charged{0};
+  std::atomic<uint64_t> pages_ram{0}, pages_disk{0};
+  std::atomic<uint64_t> ram_bytes{0}, disk_bytes{0};
+
+  bool TryChargeQuota(uint64_t bytes) {
+    uint64_t q = quota.load(std::memory_order_relaxed);
+    uint64_t used = charged.load(std::memory_order_relaxed);
+    do {
+      if (q != 0 && (bytes > q || used > q - bytes)) return false;
+    } while (!charged.compare_exchange_weak(used, used + bytes,
+                                            std::memory_order_relaxed));
+    return true;
+  }
+  void Renew(absl::Duration lease) {
+    lease_deadline_ns.store(absl::ToUnixNanos(absl::Now() + lease),
+                            std::memory_order_relaxed);
+  }
+};
+
+namespace {
+
+thread_local uint8_t tls_scratch[kPageSize];
+
+DiskPageHeader HeaderOf(uint8_t encoding, uint16_t length, uint64_t generation,
+                        uint64_t checksum) {
+  DiskPageHeader h;
+  h.encoding = encoding;
+  h.length = length;
+  h.generation = generation;
+  h.checksum = checksum;
+  return h;
+}
+
+absl::Status ValidatePoolKind(v1::PoolKind kind) {
+  if (kind != v1::POOL_KIND_PERSISTENT && kind != v1::POOL_KIND_EPHEMERAL) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pool kind must be PERSISTENT or EPHEMERAL, got ", kind));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Node::Node(NodeOptions options)
+    : options_(std::move(options)),
+      started_(absl::Now()),
+      ram_(options_.ram_limit),
+      disk_(options_.disk_limit),
+      slab_(&ram_) {}
+
+absl::StatusOr<std::unique_ptr<Node>> Node::Open(NodeOptions options) {
+  if (options.data_dir.empty()) {
+    return absl::InvalidArgumentError("a data directory is required");
+  }
+  if (!(options.low_watermark > 0 && options.low_watermark <= options.high_watermark &&
+        options.high_watermark <= 1.0)) {
+    return absl::InvalidArgumentError("watermarks must be 0 < low <= high <= 1");
+  }
+  std::unique_ptr<Node> node(new Node(std::move(options)));
+  absl::StatusOr<std::unique_ptr<DiskTier>> disk = DiskTier::Open(node->options_.data_dir);
+  if (!disk.ok()) return disk.status();
+  node->disk_tier_ = std::move(*disk);
+  if (absl::Status s = node->Reload(); !s.ok()) return s;
+  node->maintenance_ = std::thread([n = node.get()] { n->MaintenanceLoop(); });
+  return node;
+}
+
+Node::~Node() {
+  {
+    MutexLock lock(&stop_mu_);
+    stop_ = true;
+  }
+  stop_cv_.SignalAll();
+  if (maintenance_.joinable()) maintenance_.join();
+}
+
+// ---------------------------------------------------------------- clients --
+
+std::string Node::EncodeClientMeta(const Client& c) {
+  // Text, one field after another: easy to read in a RocksDB dump.
+  std::string s = absl::StrCat("v1 ", c.id, " ", c.epoch, " ", c.quota.load(),
+                               " ", c.expired ? 1 : 0);
+  for (const auto& [id, kind] : c.pools) absl::StrAppend(&s, " ", id, ":", kind);
+  return s;
+}
+
+absl::Status Node::PersistClient(const Client& c) {
+  return disk_tier_->PutClientMeta(c.name, EncodeClientMeta(c));
+}
+
+Node::Client* Node::FindOrCreateClient(const std::string& name) {
+  auto it = clients_.find(name);
+  if (it != clients_.end()) return it->second.get();
+  auto c = std::make_unique<Client>();
+  c->id = static_cast<uint32_t>(clients_by_id_.size());
+  c->name = name;
+  c->quota.store(options_.default_client_quota);
+  Client* raw = c.get();
+  clients_by_id_.push_back(raw);
+  clients_.emplace(name, std::move(c));
+  return raw;
+}
+
+absl::Status Node::Reload() {
+  MutexLock lock(&clients_mu_);
+  clients_by_id_.clear();
+  absl::Status parse_error;
+  absl::Status s = disk_tier_->ForEachClientMeta(
+      [&](absl::string_view name, absl::string_view value) {
+        std::vector<absl::string_view> f = absl::StrSplit(value, ' ');
+        uint32_t id;
+        uint64_t epoch, quota;
+        int expired;
+        if (f.size() < 5 || f[0] != "v1" || !absl::SimpleAtoi(f[1], &id) ||
+            !absl::SimpleAtoi(f[2], &epoch) || !absl::SimpleAtoi(f[3], &quota) ||
+            !absl::SimpleAtoi(f[4], &expired)) {
+          parse_error = absl::DataLossError(
+              absl::StrCat("malformed client record for \"", name, "\""));
+          return;
+        }
+        auto c = std::make_unique<Client>();
+        c->id = id;
+        c->name = std::string(name);
+        c->epoch = epoch;
+        c->quota.store(quota);
+        c->expired = expired != 0;
+        for (size_t i = 5; i < f.size(); ++i) {
+          std::pair<absl::string_view, absl::string_view> p = absl::StrSplit(f[i], ':');
+          uint32_t pool;
+          int kind;
+          if (absl::SimpleAtoi(p.first, &pool) && absl::SimpleAtoi(p.second, &kind)) {
+            c->pools[pool] = static_cast<v1::PoolKind>(kind);
+          }
+        }
+        // A restarted node gives every client a full lease to come back.
+        c->Renew(options_.lease);
+        if (clients_by_id_.size() <= id) clients_by_id_.resize(id + 1, nullptr);
+        clients_by_id_[id] = c.get();
+        clients_.emplace(c->name, std::move(c));
+      });
+  if (!s.ok()) return s;
+  if (!parse_error.ok()) return parse_error;
+  for (Client* c : clients_by_id_) {
+    if (c == nullptr) return absl::DataLossError("client ids on disk have gaps");
+  }
+
+  uint64_t orphans = 0;
+  std::vector<DiskPageKey> orphan_keys;
+  s = disk_tier_->ForEachPage(
+      [&](const DiskPageKey& k, const DiskPageHeader& h) {
+        Client* c = k.client < clients_by_id_.size() ? clients_by_id_[k.client] : nullptr;
+        if (c == nullptr || c->expired ||
+            !ValidateEncodedShape(h.encoding, h.length, kPageSize).ok()) {
+          orphan_keys.push_back(k);
+          ++orphans;
+          return;
+        }
+        Key key{k.client, k.pool, k.object, k.index};
+        Entry e{0, h.generation, h.checksum, h.length, h.encoding, 0};
+        auto pool = c->pools.find(k.pool);
+        if (pool != c->pools.end() && pool->second == v1::POOL_KIND_EPHEMERAL) {
+          e.flags |= kEphemeral;
+        }
+        Shard& shard = ShardFor(key);
+        MutexLock shard_lock(&shard.mu);
+        shard.map[key] = e;
+        ram_.ForceCharge(kIndexEntryCharge);
+        disk_.ForceCharge(DiskRecordBytes(h.length));
+        c->charged += ClientCharge(h.length);
+        c->pages_disk++;
+        c->disk_bytes += h.length;
+        pages_on_disk_++;
+        payload_bytes_ += h.length;
+      },
+      [&](absl::string_view) { ++orphans; });
+  if (!s.ok()) return s;
+  if (!orphan_keys.empty()) {
+    DiskTier::Batch batch;
+    for (const DiskPageKey& k : orphan_keys) batch.DeletePage(k);
+    if (absl::Status d = disk_tier_->Commit(&batch); !d.ok()) return d;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Node::Client*> Node::Authorize(const std::string& name,
+                                              uint64_t epoch) {
+  Client* c;
+  {
+    MutexLock lock(&clients_mu_);
+    auto it = clients_.find(name);
+    if (it == clients_.end() || it->second->epoch == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("client \"", name, "\" has no session; call OpenSession"));
+    }
+    c = it->second.get();
+  }
+  c->reclaim_mu.lock_shared();
+  if (c->expired) {
+    c->reclaim_mu.unlock_shared();
+    return absl::FailedPreconditionError(
+        "the session's lease expired and its pages were reclaimed; call OpenSession");
+  }
+  if (epoch != c->epoch) {
+    uint64_t current = c->epoch;
+    c->reclaim_mu.unlock_shared();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "boot epoch ", epoch, " is not the session's (", current, ")"));
+  }
+  c->Renew(options_.lease);
+  return c;
+}
+
+absl::Status Node::OpenSession(const std::string& name,
+                               const v1::OpenSessionRequest& request,
+                               v1::OpenSessionResponse* response) {
+  if (request.boot_epoch() == 0) {
+    return absl::InvalidArgumentError("boot_epoch must be nonzero");
+  }
+  if (request.pools_size() > kMaxPoolsPerSession) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "at most ", kMaxPoolsPerSession, " pools per session, got ",
+        request.pools_size()));
+  }
+  absl::flat_hash_set<uint32_t> seen;
+  for (const v1::PoolSpec& p : request.pools()) {
+    if (absl::Status s = ValidatePoolKind(p.kind()); !s.ok()) return s;
+    if (!seen.insert(p.id()).second) {
+      return absl::InvalidArgumentError(absl::StrCat("pool ", p.id(), " listed twice"));
+    }
+  }
+  Client* c;
+  {
+    MutexLock lock(&clients_mu_);
+    c = FindOrCreateClient(name);
+  }
+  std::unique_lock<std::shared_mutex> reclaim(c->reclaim_mu);
+  uint64_t reclaimed = 0;
+  if (request.boot_epoch() < c->epoch) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "boot epoch ", request.boot_epoch(), " is older than the node's (",
+        c->epoch, "): a newer instance of this client exists"));
+  }
+  if (request.boot_epoch() > c->epoch || c->expired) {
+    // A new boot (or a session that lapsed): nothing of the old one stays.
+    reclaimed = RemoveRange(c, 0, 0, 0);
+    c->pools.clear();
+    c->epoch = request.boot_epoch();
+    c->expired = false;
+  } else {
+    for (const v1::PoolSpec& p : request.pools()) {
+      auto it = c->pools.find(p.id());
+      if (it != c->pools.end() && it->second != p.kind()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "pool ", p.id(), " was opened with another kind in this epoch"));
+      }
+    }
+  }
+  for (const v1::PoolSpec& p : request.pools()) c->pools[p.id()] = p.kind();
+  c->Renew(options_.lease);
+  {
+    MutexLock lock(&clients_mu_);
+    if (absl::Status s = PersistClient(*c); !s.ok()) return s;
+  }
+  response->set_node_id(options_.node_id);
+  response->set_lease_ms(absl::ToInt64Milliseconds(options_.lease));
+  response->set_pages_reclaimed(reclaimed);
+  response->set_quota_bytes(c->quota.load());
+  return absl::OkStatus();
+}
+
+absl::Status Node::Heartbeat(const std::string& name,
+                             const v1::HeartbeatRequest& request,
+                             v1::HeartbeatResponse* response) {
+  absl::StatusOr<Client*> c = Authorize(name, request.boot_epoch());
+  if (!c.ok()) return c.status();
+  std::shared_lock<std::shared_mutex> lock((*c)->reclaim_mu, std::adopt_lock);
+  response->set_lease_ms(absl::ToInt64Milliseconds(options_.lease));
+  response->set_ram_free_bytes(ram_.free());
+  uint64_t q = (*c)->quota.load(), used = (*c)->charged.load();
+  response->set_client_free_bytes(q == 0 ? ram_.free() + disk_.free()
+                                         : (used >= q ? 0 : q - used));
+  response->set_draining(draining_.load());
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------------ pages --
+
+Node::Shard& Node::ShardFor(const Key& k) {
+  return shards_[absl::HashOf(k) % kShards];
+}
+
+void Node::ReleaseEntry(const Key& k, const Entry& e, Client* c,
+                        DiskTier::Batch* deletes) {
+  if (e.flags & kInRam) {
+    slab_.Free(e.handle);
+    pages_in_ram_--;
+    c->pages_ram--;
+    c->ram_bytes -= e.length;
+  } else {
+    if (deletes != nullptr) {
+      deletes->DeletePage(DiskPageKey{k.client, k.pool, k.object, k.index});
+    }
+    disk_.Release(DiskRecordBytes(e.length));
+    pages_on_disk_--;
+    c->pages_disk--;
+    c->disk_bytes -= e.length;
+  }
+  payload_bytes_ -= e.length;
+  c->charged -= ClientCharge(e.length);
+}
+
+absl::Status Node::Store(const std::string& name, const v1::StoreRequest& request,
+                         v1::StoreResponse* response) {
+  if (request.pages_size() > kMaxPagesPerBatch) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "at most ", kMaxPagesPerBatch, " pages per batch, got ", request.pages_size()));
+  }
+  absl::StatusOr<Client*> c = Authorize(name, request.boot_epoch());
+  if (!c.ok()) return c.status();
+  std::shared_lock<std::shared_mutex> lock((*c)->reclaim_mu, std::adopt_lock);
+  response->mutable_results()->Reserve(request.pages_size());
+  for (const v1::Page& page : request.pages()) {
+    absl::Status s = StoreOne(*c, page, tls_scratch);
+    (s.ok() ? ops_.stores : ops_.stores_refused).fetch_add(1, std::memory_order_relaxed);
+    v1::PageStatus* r = response->add_results();
+    r->set_code(static_cast<int32_t>(s.code()));
+    if (!s.ok()) r->set_message(std::string(s.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Node::StoreOne(Client* c, const v1::Page& page, uint8_t* scratch) {
+  const v1::PageKey& wk = page.key();
+  auto pool = c->pools.find(wk.pool());
+  if (pool == c->pools.end()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("pool ", wk.pool(), " was not opened in this session"));
+  }
+  const bool ephemeral = pool->second == v1::POOL_KIND_EPHEMERAL;
+  const std::string& payload = page.payload();
+  const uint32_t encoding = static_cast<uint32_t>(page.encoding());
+  if (absl::Status s = DecodePage(
+          encoding,
+          absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(payload.data()),
+                              payload.size()),
+          page.uncompressed_length(), page.checksum(),
+          absl::MakeSpan(scratch, kPageSize));
+      !s.ok()) {
+    // Whatever is wrong with it, the request is bad: the client sent a page
+    // that does not match its own checksum.
+    return absl::InvalidArgumentError(s.message());
+  }
+  if (draining_.load(std::memory_order_relaxed)) {
+    return absl::UnavailableError("node is draining");
+  }
+  const uint16_t length = static_cast<uint16_t>(payload.size());
+  const uint64_t charge = ClientCharge(length);
+  if (!c->TryChargeQuota(charge)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "client quota of ", c->quota.load(), " bytes reached"));
+  }
+  // Room in RAM: the payload's slab object and, if the key is new, its index
+  // entry. Ephemeral pages make room by dropping older ephemeral pages;
+  // persistent ones go straight to disk when RAM is full.
+  absl::StatusOr<uint64_t> handle = slab_.Allocate(length);
+  bool index_charged = ram_.TryCharge(kIndexEntryCharge);
+  if ((!handle.ok() || !index_charged) && ephemeral) {
+    if (handle.ok()) slab_.Free(*handle);
+    if (index_charged) ram_.Release(kIndexEntryCharge);
+    uint64_t need = SlabAllocator::kMaxChunkSize + kIndexEntryCharge;
+    Evict(ram_.used() > need ? ram_.used() - need : 0, /*ephemeral_only=*/true);
+    handle = slab_.Allocate(length);
+    index_charged = ram_.TryCharge(kIndexEntryCharge);
+  }
+  auto undo = [&] {
+    if (handle.ok()) slab_.Free(*handle);
+    if (index_charged) ram_.Release(kIndexEntryCharge);
+    c->charged -= charge;
+  };
+
+  const Key key{c->id, wk.pool(), wk.object(), wk.index()};
+  Shard& shard = ShardFor(key);
+  MutexLock shard_lock(&shard.mu);
+  auto it = shard.map.find(key);
+  const bool exists = it != shard.map.end();
+  if (exists && it->second.generation > page.generation()) {
+    undo();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "generation ", page.generation(), " is older than the stored ",
+        it->second.generation));
+  }
+  if (!exists && !index_charged) {
+    undo();
+    return absl::ResourceExhaustedError("node RAM limit reached");
+  }
+  if (exists && index_charged) {
+    ram_.Release(kIndexEntryCharge);
+    index_charged = false;
+  }
+
+  Entry e{0, page.generation(), page.checksum(), length,
+          static_cast<uint8_t>(encoding), kReferenced};
+  if (ephemeral) e.flags |= kEphemeral;
+  DiskTier::Batch batch;
+  if (handle.ok()) {
+    e.handle = *handle;
+    e.flags |= kInRam;
+    std::memcpy(slab_.Resolve(*handle), payload.data(), length);
+    if (exists) ReleaseEntry(key, it->second, c, &batch);
+  } else {
+    if (ephemeral) {
+      undo();
+      return absl::ResourceExhaustedError("node RAM limit reached");
+    }
+    if (!disk_.TryCharge(DiskRecordBytes(length))) {
+      undo();
+      return absl::ResourceExhaustedError("node RAM and disk limits reached");
+    }
+    batch.PutPage(DiskPageKey{key.client, key.pool, key.object, key.index},
+                  HeaderOf(e.encoding, length, e.generation, e.checksum),
+                  absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(payload.data()),
+                                      length));
+    if (absl::Status s = disk_tier_->Commit(&batch); !s.ok()) {
+      disk_.Release(DiskRecordBytes(length));
+      undo();
+      return absl::UnavailableError(absl::StrCat("disk tier: ", s.message()));
+    }
+    // The Put replaced any older record under this key.
+    if (exists) ReleaseEntry(key, it->second, c, nullptr);
+  }
+  if (batch.count() > 0 && handle.ok()) {
+    // The old copy was on disk and the new one is in RAM: delete the record
+    // now, so that a crash cannot bring the old generation back. Should the
+    // delete fail, the index still says RAM; a restart would find the older
+    // generation, which clients reject by its generation.
+    (void)disk_tier_->Commit(&batch);
+  }
+  if (e.flags & kInRam) {
+    pages_in_ram_++;
+    c->pages_ram++;
+    c->ram_bytes += length;
+  } else {
+    pages_on_disk_++;
+    c->pages_disk++;
+    c->disk_bytes += length;
+  }
+  payload_bytes_ += length;
+  if (exists) {
+    it->second = e;
+  } else {
+    shard.map.emplace(key, e);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Node::Load(const std::string& name, const v1::LoadRequest& request,
+                        v1::LoadResponse* response) {
+  if (request.keys_size() > kMaxPagesPerBatch) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "at most ", kMaxPagesPerBatch, " keys per batch, got ", request.keys_size()));
+  }
+  absl::StatusOr<Client*> c = Authorize(name, request.boot_epoch());
+  if (!c.ok()) return c.status();
+  std::shared_lock<std::shared_mutex> lock((*c)->reclaim_mu, std::adopt_lock);
+  response->mutable_results()->Reserve(request.keys_size());
+  for (const v1::PageKey& key : request.keys()) {
+    v1::LoadResult* r = response->add_results();
+    absl::Status s = LoadOne(*c, key, r->mutable_page(), tls_scratch);
+    ops_.loads.fetch_add(1, std::memory_order_relaxed);
+    if (!s.ok()) {
+      ops_.load_misses.fetch_add(1, std::memory_order_relaxed);
+      r->clear_page();
+    }
+    r->mutable_status()->set_code(static_cast<int32_t>(s.code()));
+    if (!s.ok()) r->mutable_status()->set_message(std::string(s.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Node::LoadOne(Client* c, const v1::PageKey& wk, v1::Page* out,
+                           uint8_t* scratch) {
+  const Key key{c->id, wk.pool(), wk.object(), wk.index()};
+  Shard& shard = ShardFor(key);
+  MutexLock shard_lock(&shard.mu);
+  auto it = shard.map.find(key);
+  if (it == shard.map.end()) return absl::NotFoundError("no such page");
+  Entry& e = it->second;
+  *out->mutable_key() = wk;
+  out->set_encoding(static_cast<v1::Encoding>(e.encoding));
+  out->set_uncompressed_length(kPageSize);
+  out->set_checksum(e.checksum);
+  out->set_generation(e.generation);
+  if (e.flags & kInRam) {
+    e.flags |= kReferenced;
+    out->set_payload(reinterpret_cast<const char*>(slab_.Resolve(e.handle)),
+                     e.length);
+    return absl::OkStatus();
+  }
+  DiskPageHeader h;
+  std::string* payload = out->mutable_payload();
+  absl::Status s = disk_tier_->GetPage(
+      DiskPageKey{key.client, key.pool, key.object, key.index}, &h, payload);
+  if (s.code() == absl::StatusCode::kNotFound) {
+    return absl::DataLossError("page record missing from the disk tier");
+  }
+  if (!s.ok()) return s;
+  if (h.generation != e.generation || h.checksum != e.checksum ||
+      h.length != e.length || h.encoding != e.encoding) {
+    return absl::DataLossError("disk record does not match the index");
+  }
+  // Disks rot; RAM we trust (the client verifies everything anyway).
+  if (absl::Status d = DecodePage(
+          e.encoding,
+          absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(payload->data()),
+                              payload->size()),
+          kPageSize, e.checksum, absl::MakeSpan(scratch, kPageSize));
+      !d.ok()) {
+    return absl::DataLossError(absl::StrCat("disk copy is corrupt: ", d.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Node::Invalidate(const std::string& name,
+                              const v1::InvalidateRequest& request,
+                              v1::InvalidateResponse* response) {
+  if (request.ranges_size() > kMaxRangesPerBatch) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "at most ", kMaxRangesPerBatch, " ranges per batch, got ",
+        request.ranges_size()));
+  }
+  bool wide = false;
+  for (const v1::InvalidateRange& r : request.ranges()) {
+    if (r.scope_case() == v1::InvalidateRange::SCOPE_NOT_SET) {
+      return absl::InvalidArgumentError("an invalidate range names no scope");
+    }
+    wide |= r.scope_case() != v1::InvalidateRange::kPage;
+  }
+  absl::StatusOr<Client*> authorized = Authorize(name, request.boot_epoch());
+  if (!authorized.ok()) return authorized.status();
+  Client* c = *authorized;
+  uint64_t freed = 0;
+  if (wide) {
+    // Whole objects and pools need the client to themselves.
+    c->reclaim_mu.unlock_shared();
+    std::unique_lock<std::shared_mutex> lock(c->reclaim_mu);
+    if (c->epoch != request.boot_epoch() || c->expired) {
+      return absl::FailedPreconditionError("the session changed; call OpenSession");
+    }
+    for (const v1::InvalidateRange& r : request.ranges()) {
+      switch (r.scope_case()) {
+        case v1::InvalidateRange::kPool:
+          freed += RemoveRange(c, 1, r.pool(), 0);
+          break;
+        case v1::InvalidateRange::kObject:
+          freed += RemoveRange(c, 2, r.object().pool(), r.object().object());
+          break;
+        default:
+          break;  // single pages follow below
+      }
+    }
+    lock.unlock();
+    c->reclaim_mu.lock_shared();
+    if (c->epoch != request.boot_epoch() || c->expired) {
+      c->reclaim_mu.unlock_shared();
+      return absl::FailedPreconditionError("the session changed; call OpenSession");
+    }
+  }
+  std::shared_lock<std::shared_mutex> lock(c->reclaim_mu, std::adopt_lock);
+  for (const v1::InvalidateRange& r : request.ranges()) {
+    if (r.scope_case() != v1::InvalidateRange::kPage) continue;
+    const Key key{c->id, r.page().pool(), r.page().object(), r.page().index()};
+    Shard& shard = ShardFor(key);
+    MutexLock shard_lock(&shard.mu);
+    auto it = shard.map.find(key);
+    if (it == shard.map.end()) continue;
+    DiskTier::Batch batch;
+    ReleaseEntry(key, it->second, c, &batch);
+    shard.map.erase(it);
+    ram_.Release(kIndexEntryCharge);
+    // The index no longer names the page either way; a failed delete is
+    // reported so that the client knows the space may not be free.
+    if (absl::Status s = disk_tier_->Commit(&batch); !s.ok()) {
+      return absl::UnavailableError(absl::StrCat("disk tier: ", s.message()));
+    }
+    ++freed;
+  }
+  ops_.invalidates.fetch_add(freed, std::memory_order_relaxed);
+  response->set_pages_freed(freed);
+  return absl::OkStatus();
+}
+
+uint64_t Node::RemoveRange(Client* c, int depth, uint32_t pool, uint64_t object) {
+  uint64_t removed = 0;
+  bool any_on_disk = false;
+  for (Shard& shard : shards_) {
+    MutexLock lock(&shard.mu);
+    for (auto it = shard.map.begin(); it != shard.map.end();) {
+      const Key& k = it->first;
+      bool match = k.client == c->id && (depth < 1 || k.pool == pool) &&
+                   (depth < 2 || k.object == object);
+      if (!match) {
+        ++it;
+        continue;
+      }
+      any_on_disk |= !(it->second.flags & kInRam);
+      ReleaseEntry(k, it->second, c, nullptr);
+      ram_.Release(kIndexEntryCharge);
+      shard.map.erase(it++);
+      ++removed;
+    }
+  }
+  if (any_on_disk) {
+    absl::Status s = depth == 0   ? disk_tier_->DeleteClient(c->id)
+                     : depth == 1 ? disk_tier_->DeletePool(c->id, pool)
+                                  : disk_tier_->DeleteObject(c->id, pool, object);
+    // Records the index no longer names are unreachable; a restart deletes
+    // records of clients whose sessions expired, and the next reclaim of
+    // this client retries the range.
+    (void)s;
+  }
+  return removed;
+}
+
+// --------------------------------------------------------------- eviction --
+
+std::pair<uint64_t, uint64_t> Node::Evict(uint64_t target, bool ephemeral_only) {
+  MutexLock evict_lock(&evict_mu_);
+  uint64_t written = 0, dropped = 0;
+  std::vector<Client*> clients;
+  {
+    MutexLock lock(&clients_mu_);
+    clients = clients_by_id_;
+  }
+  // Pass 0 drops ephemeral pages; pass 1 writes back persistent pages not
+  // used since the last sweep (clearing their bits); pass 2 takes any.
+  bool disk_full = false;
+  for (int pass = 0; pass < 3 && !(ephemeral_only && pass > 0); ++pass) {
+    for (Shard& shard : shards_) {
+      if (ram_.used() <= target || (pass > 0 && disk_full)) break;
+      MutexLock lock(&shard.mu);
+      DiskTier::Batch batch;
+      std::vector<std::pair<Client*, Entry*>> moving;
+      auto flush = [&] {
+        if (moving.empty()) return;
+        if (!disk_tier_->Commit(&batch).ok()) {
+          for (auto [c, e] : moving) disk_.Release(DiskRecordBytes(e->length));
+          disk_full = true;
+        } else {
+          for (auto [c, e] : moving) {
+            slab_.Free(e->handle);
+            e->flags &= ~kInRam;
+            e->handle = 0;
+            pages_in_ram_--;
+            pages_on_disk_++;
+            c->pages_ram--;
+            c->pages_disk++;
+            c->ram_bytes -= e->length;
+            c->disk_bytes += e->length;
+            written++;
+          }
+        }
+        moving.clear();
+        batch.Clear();
+      };
+      for (auto it = shard.map.begin(); it != shard.map.end();) {
+        Entry& e = it->second;
+        const Key& k = it->first;
+        if (!(e.flags & kInRam)) {
+          ++it;
+          continue;
+        }
+        if (pass == 0) {
+          if (!(e.flags & kEphemeral)) {
+            ++it;
+            continue;
+          }
+          ReleaseEntry(k, e, clients[k.client], nullptr);
+          ram_.Release(kIndexEntryCharge);
+          shard.map.erase(it++);
+          ++dropped;
+          if (ram_.used() <= target) break;
+          continue;
+        }
+        if ((e.flags & kEphemeral) || (pass == 1 && (e.flags & kReferenced))) {
+          e.flags &= ~kReferenced;
+          ++it;
+          continue;
+        }
+        if (!disk_.TryCharge(DiskRecordBytes(e.length))) {
+          disk_full = true;
+          break;
+        }
+        batch.PutPage(DiskPageKey{k.client, k.pool, k.object, k.index},
+                      HeaderOf(e.encoding, e.length, e.generation, e.checksum),
+                      absl::MakeConstSpan(slab_.Resolve(e.handle), e.length));
+        moving.emplace_back(clients[k.client], &e);
+        ++it;
+        if (moving.size() >= 64) {
+          flush();
+          if (ram_.used() <= target || disk_full) break;
+        }
+      }
+      flush();
+    }
+  }
+  ops_.written_back += written;
+  ops_.ephemeral_dropped += dropped;
+  return {written, dropped};
+}
+
+void Node::Maintain() {
+  const uint64_t limit = ram_.limit();
+  if (ram_.used() > static_cast<uint64_t>(limit * options_.high_watermark)) {
+    Evict(static_cast<uint64_t>(limit * options_.low_watermark), false);
+  }
+  ExpireLeases();
+}
+
+void Node::ExpireLeases() {
+  const int64_t now = absl::ToUnixNanos(absl::Now());
+  std::vector<Client*> expired;
+  {
+    MutexLock lock(&clients_mu_);
+    for (Client* c : clients_by_id_) {
+      if (c->lease_deadline_ns.load() < now) expired.push_back(c);
+    }
+  }
+  for (Client* c : expired) {
+    std::unique_lock<std::shared_mutex> reclaim(c->reclaim_mu);
+    if (c->epoch == 0 || c->expired || c->lease_deadline_ns.load() >= now) continue;
+    RemoveRange(c, 0, 0, 0);
+    c->expired = true;
+    MutexLock lock(&clients_mu_);
+    (void)PersistClient(*c);
+  }
+}
+
+void Node::MaintenanceLoop() {
+  MutexLock lock(&stop_mu_);
+  while (!stop_) {
+    stop_cv_.WaitFor(options_.maintenance_interval);
+    if (stop_) break;
+    stop_mu_.Unlock();
+    Maintain();
+    stop_mu_.Lock();
+  }
+}
+
+absl::StatusOr<uint64_t> Node::Shutdown() {
+  {
+    MutexLock lock(&stop_mu_);
+    stop_ = true;
+  }
+  stop_cv_.SignalAll();
+  if (maintenance_.joinable()) maintenance_.join();
+  draining_ = true;
+  // Everything persistent goes to disk; ephemeral pages are dropped.
+  Evict(0, false);
+  uint64_t left = pages_in_ram_.load();
+  absl::Status s = disk_tier_->Flush();
+  if (!s.ok()) return s;
+  return left;
+}
+
+// ------------------------------------------------------------------ admin --
+
+void Node::FillUsage(const Client& c, v1::ClientUsage* u) {
+  u->set_client_id(c.name);
+  u->set_boot_epoch(c.epoch);
+  u->set_pages_in_ram(c.pages_ram.load());
+  u->set_pages_on_disk(c.pages_disk.load());
+  u->set_ram_bytes(c.ram_bytes.load());
+  u->set_disk_bytes(c.disk_bytes.load());
+  u->set_quota_bytes(c.quota.load());
+  int64_t left = c.lease_deadline_ns.load() - absl::ToUnixNanos(absl::Now());
+  u->set_lease_remaining_ms(c.expired || left < 0 ? 0 : left / 1000000);
+}
+
+void Node::GetStatus(v1::NodeStatus* st) {
+  st->set_node_id(options_.node_id);
+  st->set_address(options_.address);
+  st->set_ram_limit_bytes(ram_.limit());
+  st->set_ram_used_bytes(ram_.used());
+  st->set_disk_limit_bytes(disk_.limit());
+  st->set_disk_used_bytes(disk_.used());
+  st->set_pages_in_ram(pages_in_ram_.load());
+  st->set_pages_on_disk(pages_on_disk_.load());
+  uint64_t pages = pages_in_ram_.load() + pages_on_disk_.load();
+  uint64_t payload = payload_bytes_.load();
+  st->set_logical_bytes(pages * kPageSize);
+  st->set_payload_bytes(payload);
+  st->set_compression_ratio(payload == 0 ? 0.0
+                                         : static_cast<double>(pages * kPageSize) / payload);
+  st->set_draining(draining_.load());
+  st->set_ram_over_limit_bytes(ram_.over());
+  st->set_uptime_ms(absl::ToInt64Milliseconds(absl::Now() - started_));
+  v1::OpCounters* ops = st->mutable_ops();
+  ops->set_stores(ops_.stores.load());
+  ops->set_stores_refused(ops_.stores_refused.load());
+  ops->set_loads(ops_.loads.load());
+  ops->set_load_misses(ops_.load_misses.load());
+  ops->set_invalidates(ops_.invalidates.load());
+  ops->set_pages_written_back(ops_.written_back.load());
+  ops->set_ephemeral_dropped(ops_.ephemeral_dropped.load());
+  ops->set_requests_rejected(ops_.rejected.load());
+  MutexLock lock(&clients_mu_);
+  for (const Client* c : clients_by_id_) FillUsage(*c, st->add_clients());
+}
+
+void Node::ListClients(v1::ListClientsResponse* response) {
+  MutexLock lock(&clients_mu_);
+  for (const Client* c : clients_by_id_) FillUsage(*c, response->add_clients());
+}
+
+absl::Status Node::SetClientQuota(const std::string& name, uint64_t bytes,
+                                  v1::ClientUsage* usage) {
+  if (name.empty()) return absl::InvalidArgumentError("client id is empty");
+  MutexLock lock(&clients_mu_);
+  Client* c = FindOrCreateClient(name);
+  // Lowering a quota below what the client holds refuses its further stores;
+  // what it holds stays until it invalidates it.
+  c->quota.store(bytes);
+  if (absl::Status s = PersistClient(*c); !s.ok()) return s;
+  FillUsage(*c, usage);
+  return absl::OkStatus();
+}
+
+void Node::SetMemoryLimit(uint64_t bytes, v1::SetMemoryLimitResponse* response) {
+  ram_.set_limit(bytes);
+  uint64_t written = 0, dropped = 0;
+  if (ram_.used() > static_cast<uint64_t>(bytes * options_.high_watermark)) {
+    std::tie(written, dropped) =
+        Evict(static_cast<uint64_t>(bytes * options_.low_watermark), false);
+  }
+  response->set_ram_limit_bytes(ram_.limit());
+  response->set_ram_used_bytes(ram_.used());
+  response->set_pages_written_back(written);
+  response->set_ephemeral_dropped(dropped);
+  response->set_ram_over_limit_bytes(ram_.over());
+}
+
+void Node::SetDraining(bool draining) { draining_ = draining; }
+
+}  // namespace ramster

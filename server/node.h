@@ -1,0 +1,225 @@
+// Node: the page-store node's state. Compressed pages of many clients in a
+// RAM tier (slabs, strict limits) with a RocksDB overflow tier, the clients'
+// sessions (epochs, leases, quotas, pools), and the figures an operator sees.
+// The gRPC services (page_store_service.h, admin_service.h) are thin layers
+// over it.
+//
+// Invariants (each index shard's mutex guards its entries):
+//  1. A page lives in exactly one tier: its entry says RAM (a slab handle) or
+//     disk (a RocksDB record under its key). Moving it, replacing it and
+//     freeing it all happen under the shard's lock, RocksDB writes included.
+//  2. The RAM budget (slab chunks + a fixed charge per index entry) never
+//     passes --memory-limit; the disk budget (record bytes) never passes
+//     --disk-limit; a client's charge (payload + per-page overhead, wherever
+//     the page lives) never passes its quota. Every charge is taken before
+//     the thing it pays for exists, so concurrent stores cannot overshoot.
+//  3. A page with a higher generation is never replaced by a lower one.
+//  4. Pages belong to the client identity that stored them; no request can
+//     name another client's pages.
+//
+// Thread safety: every public method may be called from any thread.
+#ifndef RAMSTER_SERVER_NODE_H_
+#define RAMSTER_SERVER_NODE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/mutex.h"
+#include "ramster/v1/admin.pb.h"
+#include "ramster/v1/page_store.pb.h"
+#include "server/disk_tier.h"
+#include "server/memory_budget.h"
+#include "server/slab_allocator.h"
+
+namespace ramster {
+
+struct NodeOptions {
+  std::string node_id;
+  std::string address;  // for status only
+  uint64_t ram_limit = 64 << 20;
+  uint64_t disk_limit = 1ull << 30;
+  std::string data_dir;
+  // Grant of a client that no admin has set a quota for. 0: no per-client
+  // limit beyond the node's own.
+  uint64_t default_client_quota = 0;
+  absl::Duration lease = absl::Minutes(10);
+  // Write-back starts above high * limit and stops below low * limit.
+  double high_watermark = 0.90;
+  double low_watermark = 0.80;
+  // How often the background thread checks watermarks and leases.
+  absl::Duration maintenance_interval = absl::Milliseconds(50);
+};
+
+// Request limits (see proto/README.md).
+inline constexpr int kMaxPagesPerBatch = 256;
+inline constexpr int kMaxRangesPerBatch = 1024;
+inline constexpr int kMaxPoolsPerSession = 64;
+
+// What a client's page costs it, wherever the page lives: the payload plus
+// the index entry that describes it.
+inline constexpr uint64_t kIndexEntryCharge = 88;
+inline uint64_t ClientCharge(uint32_t payload_length) {
+  return payload_length + kIndexEntryCharge;
+}
+
+class Node {
+ public:
+  // Opens the disk tier in options.data_dir and reloads what it holds.
+  static absl::StatusOr<std::unique_ptr<Node>> Open(NodeOptions options);
+  // Stops the background thread. Does not write RAM pages back; call
+  // Shutdown for that.
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  // PageStore. `client` is the authenticated identity.
+  absl::Status OpenSession(const std::string& client,
+                           const v1::OpenSessionRequest& request,
+                           v1::OpenSessionResponse* response);
+  absl::Status Heartbeat(const std::string& client,
+                         const v1::HeartbeatRequest& request,
+                         v1::HeartbeatResponse* response);
+  // A whole-request error (no session, stale epoch, batch too large) is the
+  // return value; otherwise one status per page in the response.
+  absl::Status Store(const std::string& client, const v1::StoreRequest& request,
+                     v1::StoreResponse* response);
+  absl::Status Load(const std::string& client, const v1::LoadRequest& request,
+                    v1::LoadResponse* response);
+  absl::Status Invalidate(const std::string& client,
+                          const v1::InvalidateRequest& request,
+                          v1::InvalidateResponse* response);
+
+  // Admin.
+  void GetStatus(v1::NodeStatus* status);
+  void ListClients(v1::ListClientsResponse* response);
+  absl::Status SetClientQuota(const std::string& client, uint64_t bytes,
+                              v1::ClientUsage* usage);
+  void SetMemoryLimit(uint64_t bytes, v1::SetMemoryLimitResponse* response);
+  void SetDraining(bool draining);
+  bool draining() const { return draining_.load(); }
+
+  // For a graceful stop: writes every persistent RAM page to disk (as far as
+  // the disk limit allows) and makes the disk tier durable. Returns how many
+  // pages could not be written (they are lost with the process).
+  absl::StatusOr<uint64_t> Shutdown();
+
+  // Counts a request rejected before it reached the node (bad identity).
+  void CountRejected() { ops_.rejected.fetch_add(1, std::memory_order_relaxed); }
+
+  const NodeOptions& options() const { return options_; }
+  uint64_t ram_used() const { return ram_.used(); }
+  uint64_t disk_used() const { return disk_.used(); }
+
+  // Runs one maintenance pass now (watermarks, leases); for tests.
+  void RunMaintenanceForTest() { Maintain(); }
+
+ private:
+  struct Client;
+  struct Key {
+    uint32_t client;
+    uint32_t pool;
+    uint64_t object;
+    uint64_t index;
+    bool operator==(const Key& o) const {
+      return client == o.client && pool == o.pool && object == o.object &&
+             index == o.index;
+    }
+    template <typename H>
+    friend H AbslHashValue(H h, const Key& k) {
+      return H::combine(std::move(h), k.client, k.pool, k.object, k.index);
+    }
+  };
+  struct Entry {
+    uint64_t handle;  // slab handle when in RAM
+    uint64_t generation;
+    uint64_t checksum;
+    uint16_t length;  // payload bytes
+    uint8_t encoding;
+    uint8_t flags;
+  };
+  static constexpr uint8_t kInRam = 1;
+  static constexpr uint8_t kEphemeral = 2;
+  static constexpr uint8_t kReferenced = 4;
+
+  static constexpr int kShards = 64;
+  struct Shard {
+    Mutex mu;
+    absl::flat_hash_map<Key, Entry> map ABSL_GUARDED_BY(mu);
+  };
+
+  explicit Node(NodeOptions options);
+  absl::Status Reload();
+
+  // Finds the client by identity and checks the epoch; on success holds a
+  // shared lock on the client's reclaim lock.
+  absl::StatusOr<Client*> Authorize(const std::string& name, uint64_t epoch);
+  Client* FindOrCreateClient(const std::string& name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(clients_mu_);
+  absl::Status PersistClient(const Client& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(clients_mu_);
+  std::string EncodeClientMeta(const Client& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(clients_mu_);
+
+  absl::Status StoreOne(Client* c, const v1::Page& page, uint8_t* scratch);
+  absl::Status LoadOne(Client* c, const v1::PageKey& key, v1::Page* out,
+                       uint8_t* scratch);
+  // Removes every page of (client[, pool[, object]]). REQUIRES: the client's
+  // reclaim lock held exclusively.
+  uint64_t RemoveRange(Client* c, int depth, uint32_t pool, uint64_t object);
+  void FillUsage(const Client& c, v1::ClientUsage* usage)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(clients_mu_);
+
+  Shard& ShardFor(const Key& k);
+  // Frees whatever `e` occupies and undoes its accounting.
+  // REQUIRES: the shard of `k` locked; the entry is being removed.
+  void ReleaseEntry(const Key& k, const Entry& e, Client* c,
+                    DiskTier::Batch* deletes);
+
+  // Moves RAM pages out until RAM use is at most `target`: drops ephemeral
+  // pages first, then writes persistent ones to disk, least recently used
+  // first (a CLOCK sweep). Returns (written back, dropped).
+  std::pair<uint64_t, uint64_t> Evict(uint64_t target, bool ephemeral_only);
+  void Maintain();
+  void MaintenanceLoop();
+  void ExpireLeases();
+
+  const NodeOptions options_;
+  const absl::Time started_;
+  Budget ram_;
+  Budget disk_;
+  SlabAllocator slab_;
+  std::unique_ptr<DiskTier> disk_tier_;
+  Shard shards_[kShards];
+  std::atomic<bool> draining_{false};
+  Mutex evict_mu_;  // one eviction pass at a time
+
+  mutable Mutex clients_mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Client>> clients_
+      ABSL_GUARDED_BY(clients_mu_);
+  std::vector<Client*> clients_by_id_ ABSL_GUARDED_BY(clients_mu_);
+
+  struct Ops {
+    std::atomic<uint64_t> stores{0}, stores_refused{0}, loads{0},
+        load_misses{0}, invalidates{0}, written_back{0}, ephemeral_dropped{0},
+        rejected{0};
+  } ops_;
+  std::atomic<uint64_t> pages_in_ram_{0}, pages_on_disk_{0};
+  std::atomic<uint64_t> payload_bytes_{0};
+
+  Mutex stop_mu_;
+  CondVar stop_cv_{&stop_mu_};
+  bool stop_ ABSL_GUARDED_BY(stop_mu_) = false;
+  std::thread maintenance_;
+};
+
+}  // namespace ramster
+
+#endif  // RAMSTER_SERVER_NODE_H_

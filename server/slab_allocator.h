@@ -1,0 +1,90 @@
+// Size-classed slabs for compressed pages, in the manner of zsmalloc: an
+// object of n bytes takes the smallest class of 16-byte granularity that fits
+// it, and each class carves chunks of 1 to 16 pages (the fewest pages that
+// waste at most 1/16 of the chunk, as zsmalloc sizes its zspages) into equal
+// objects. An empty chunk is unmapped at once. The RAM charged
+// to the node's Budget is the chunks themselves (mmap'd, so freeing an empty
+// chunk really returns it), which is what the process really uses for pages.
+//
+// A handle names an object: chunk id << 16 | slot. Handles stay valid until
+// Free; Resolve turns one into a pointer.
+//
+// Thread safety: Allocate and Free lock one class; Resolve takes no lock and
+// is safe for a handle that the caller knows is not being freed concurrently
+// (the node guarantees that with its index-shard locks).
+//
+// Left for later: compaction. A chunk is returned only when all of its
+// objects are freed, so a node whose pages were freed at random keeps
+// partly-used chunks (zsmalloc compacts them; see the README).
+#ifndef RAMSTER_SERVER_SLAB_ALLOCATOR_H_
+#define RAMSTER_SERVER_SLAB_ALLOCATOR_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "common/mutex.h"
+#include "server/memory_budget.h"
+
+namespace ramster {
+
+class SlabAllocator {
+ public:
+  static constexpr uint32_t kGranularity = 16;
+  static constexpr uint32_t kMaxObjectSize = 4096;
+  static constexpr uint32_t kNumClasses = kMaxObjectSize / kGranularity;
+  static constexpr size_t kMaxChunkSize = 64 * 1024;
+  // At most this many chunks exist at once (up to 64 GiB of slabs).
+  static constexpr uint32_t kMaxChunks = 1u << 20;
+
+  // `budget` must outlive the allocator; chunks are charged to it.
+  explicit SlabAllocator(Budget* budget);
+  ~SlabAllocator();
+  SlabAllocator(const SlabAllocator&) = delete;
+  SlabAllocator& operator=(const SlabAllocator&) = delete;
+
+  // The bytes an object of `size` bytes occupies in its class.
+  static uint32_t ClassSize(uint32_t size);
+
+  // kResourceExhausted when a new chunk is needed and the budget has no room
+  // for it (or mmap fails); kInvalidArgument for a size over kMaxObjectSize.
+  absl::StatusOr<uint64_t> Allocate(uint32_t size);
+  void Free(uint64_t handle);
+  uint8_t* Resolve(uint64_t handle) const;
+
+  // Bytes of chunks mapped (what is charged to the budget).
+  uint64_t chunk_bytes() const;
+  // Bytes of live objects (class sizes), for fragmentation figures.
+  uint64_t object_bytes() const;
+
+ private:
+  struct Chunk;
+  struct SizeClass {
+    mutable Mutex mu;
+    uint32_t object_size = 0;
+    uint32_t chunk_size = 0;
+    uint16_t objects_per_chunk = 0;
+    // Chunks of this class with at least one free slot.
+    std::vector<uint32_t> partial ABSL_GUARDED_BY(mu);
+    uint64_t live_objects ABSL_GUARDED_BY(mu) = 0;
+  };
+
+  Chunk* NewChunk(SizeClass* cls, uint32_t class_index);
+
+  Budget* const budget_;
+  SizeClass classes_[kNumClasses];
+  // Chunk directory, indexed by chunk id. Lazily-touched anonymous mapping.
+  Chunk** directory_;
+
+  mutable Mutex ids_mu_;
+  std::vector<uint32_t> free_ids_ ABSL_GUARDED_BY(ids_mu_);
+  uint32_t next_id_ ABSL_GUARDED_BY(ids_mu_) = 1;  // 0 is never a chunk
+  uint64_t chunk_bytes_ ABSL_GUARDED_BY(ids_mu_) = 0;
+};
+
+}  // namespace ramster
+
+#endif  // RAMSTER_SERVER_SLAB_ALLOCATOR_H_
