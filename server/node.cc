@@ -292,7 +292,10 @@ absl::Status Node::OpenSession(const std::string& name,
     MutexLock lock(&clients_mu_);
     if (absl::Status s = PersistClient(*c); !s.ok()) return s;
   }
-  response->set_node_id(options_.node_id);
+  {
+    MutexLock lock(&identity_mu_);
+    response->set_node_id(node_id_);
+  }
   response->set_lease_ms(absl::ToInt64Milliseconds(options_.lease));
   response->set_pages_reclaimed(reclaimed);
   response->set_quota_bytes(c->quota.load());
@@ -391,15 +394,18 @@ absl::Status Node::StoreOne(Client* c, const v1::Page& page, uint8_t* scratch) {
         "client quota of ", c->quota.load(), " bytes reached"));
   }
   // Room in RAM: the payload's slab object and, if the key is new, its index
-  // entry. Ephemeral pages make room by dropping older ephemeral pages;
-  // persistent ones go straight to disk when RAM is full.
+  // entry. When RAM is full, make room now: drop ephemeral pages, and for a
+  // persistent page also write cold persistent pages back to disk. If that
+  // does not free enough, a persistent page goes straight to disk.
   absl::StatusOr<uint64_t> handle = slab_.Allocate(length);
   bool index_charged = ram_.TryCharge(kIndexEntryCharge);
-  if ((!handle.ok() || !index_charged) && ephemeral) {
+  if (!handle.ok() || !index_charged) {
     if (handle.ok()) slab_.Free(*handle);
     if (index_charged) ram_.Release(kIndexEntryCharge);
-    uint64_t need = SlabAllocator::kMaxChunkSize + kIndexEntryCharge;
-    Evict(ram_.used() > need ? ram_.used() - need : 0, /*ephemeral_only=*/true);
+    // Room for a few chunks, so that the next stores find it too.
+    const uint64_t need = 4 * SlabAllocator::kMaxChunkSize;
+    const uint64_t limit = ram_.limit();
+    Evict(limit > need ? limit - need : 0, /*ephemeral_only=*/ephemeral);
     handle = slab_.Allocate(length);
     index_charged = ram_.TryCharge(kIndexEntryCharge);
   }
@@ -808,8 +814,11 @@ void Node::FillUsage(const Client& c, v1::ClientUsage* u) {
 }
 
 void Node::GetStatus(v1::NodeStatus* st) {
-  st->set_node_id(options_.node_id);
-  st->set_address(options_.address);
+  {
+    MutexLock lock(&identity_mu_);
+    st->set_node_id(node_id_);
+    st->set_address(address_);
+  }
   st->set_ram_limit_bytes(ram_.limit());
   st->set_ram_used_bytes(ram_.used());
   st->set_disk_limit_bytes(disk_.limit());
@@ -871,5 +880,11 @@ void Node::SetMemoryLimit(uint64_t bytes, v1::SetMemoryLimitResponse* response) 
 }
 
 void Node::SetDraining(bool draining) { draining_ = draining; }
+
+void Node::SetIdentity(std::string node_id, std::string address) {
+  MutexLock lock(&identity_mu_);
+  node_id_ = std::move(node_id);
+  address_ = std::move(address);
+}
 
 }  // namespace ramster

@@ -44,8 +44,6 @@
 namespace ramster {
 
 struct NodeOptions {
-  std::string node_id;
-  std::string address;  // for status only
   uint64_t ram_limit = 64 << 20;
   uint64_t disk_limit = 1ull << 30;
   std::string data_dir;
@@ -106,6 +104,9 @@ class Node {
                               v1::ClientUsage* usage);
   void SetMemoryLimit(uint64_t bytes, v1::SetMemoryLimitResponse* response);
   void SetDraining(bool draining);
+  // The node's name and address as reported to clients and operators; set
+  // once the server knows its port.
+  void SetIdentity(std::string node_id, std::string address);
   bool draining() const { return draining_.load(); }
 
   // For a graceful stop: writes every persistent RAM page to disk (as far as
@@ -193,6 +194,9 @@ class Node {
 
   const NodeOptions options_;
   const absl::Time started_;
+  mutable Mutex identity_mu_;
+  std::string node_id_ ABSL_GUARDED_BY(identity_mu_);
+  std::string address_ ABSL_GUARDED_BY(identity_mu_);
   Budget ram_;
   Budget disk_;
   SlabAllocator slab_;

@@ -1,0 +1,167 @@
+// ramster-server: donates this host's spare RAM to its peers.
+//
+//   ramster-server --listen=HOST:PORT --memory-limit=BYTES --disk-limit=BYTES
+//                  --data-dir=DIR [--client-quota=BYTES] [--node-id=NAME]
+//
+// Logs one line when ready to serve. SIGTERM/SIGINT: stops taking requests,
+// writes persistent RAM pages to RocksDB, exits 0.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "common/byte_size.h"
+#include "common/flags.h"
+#include "common/page_codec.h"
+#include "server/node.h"
+#include "server/services.h"
+#include "server/work_queue.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:7400", "HOST:PORT to serve on (port 0: any free port)");
+ABSL_FLAG(ramster::ByteSize, memory_limit, ramster::ByteSize(256ull << 20),
+          "RAM this node donates (pages, slabs and index), e.g. 2G");
+ABSL_FLAG(ramster::ByteSize, disk_limit, ramster::ByteSize(1ull << 30),
+          "disk this node's RocksDB overflow may hold, e.g. 10G");
+ABSL_FLAG(std::string, data_dir, "", "directory for the RocksDB overflow tier (required)");
+ABSL_FLAG(ramster::ByteSize, client_quota, ramster::ByteSize(0),
+          "default grant per client, RAM and disk together (0: no per-client limit)");
+ABSL_FLAG(std::string, node_id, "", "this node's name (default: hostname:port)");
+ABSL_FLAG(absl::Duration, lease, absl::Minutes(10),
+          "a client silent for this long has its pages reclaimed");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "file holding the token Admin calls must present (empty: none needed)");
+ABSL_FLAG(int, workers, 4, "threads serving requests");
+
+namespace ramster {
+namespace {
+
+constexpr int kMaxMessageBytes = 4 << 20;
+
+std::string Hostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  return buf;
+}
+
+int Run() {
+  NodeOptions options;
+  options.ram_limit = absl::GetFlag(FLAGS_memory_limit).bytes;
+  options.disk_limit = absl::GetFlag(FLAGS_disk_limit).bytes;
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.default_client_quota = absl::GetFlag(FLAGS_client_quota).bytes;
+  options.lease = absl::GetFlag(FLAGS_lease);
+  if (options.data_dir.empty()) {
+    fprintf(stderr, "ramster-server: --data-dir is required\n");
+    return 2;
+  }
+  if (options.lease <= absl::ZeroDuration()) {
+    fprintf(stderr, "ramster-server: --lease must be positive\n");
+    return 2;
+  }
+  std::string token;
+  if (std::string path = absl::GetFlag(FLAGS_admin_token_file); !path.empty()) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    token = std::string(absl::StripAsciiWhitespace(ss.str()));
+    if (!in || token.empty()) {
+      fprintf(stderr, "ramster-server: cannot read an admin token from %s\n", path.c_str());
+      return 2;
+    }
+  }
+  const int workers = absl::GetFlag(FLAGS_workers);
+  if (workers < 1 || workers > 256) {
+    fprintf(stderr, "ramster-server: --workers must be 1..256\n");
+    return 2;
+  }
+
+  // Signals are taken by one thread with sigwait; every other thread
+  // (gRPC's, RocksDB's, ours) inherits the blocked mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+
+  // The node opens (and reloads its disk tier) before it serves; its name
+  // needs the port, known only once the server has bound it.
+  WorkQueue work(workers, /*max_pending=*/4096);
+  absl::StatusOr<std::unique_ptr<Node>> opened = Node::Open(options);
+  if (!opened.ok()) {
+    fprintf(stderr, "ramster-server: %s\n", opened.status().ToString().c_str());
+    return 1;
+  }
+  std::unique_ptr<Node> node = std::move(*opened);
+  PageStoreService page_store(node.get(), &work);
+  AdminService admin(node.get(), &work, token);
+  builder.RegisterService(&page_store);
+  builder.RegisterService(&admin);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    fprintf(stderr, "ramster-server: cannot listen on %s\n", listen.c_str());
+    return 1;
+  }
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  std::string node_id = absl::GetFlag(FLAGS_node_id);
+  if (node_id.empty()) node_id = absl::StrCat(Hostname(), ":", port);
+  node->SetIdentity(node_id, absl::StrCat(host, ":", port));
+  v1::NodeStatus st;
+  node->GetStatus(&st);
+  fprintf(stderr,
+          "ramster-server: node %s ready on %s:%d (ram limit %s, disk limit %s, "
+          "%llu pages reloaded from %s)\n",
+          node_id.c_str(), host.c_str(), port,
+          FormatBytes(options.ram_limit).c_str(), FormatBytes(options.disk_limit).c_str(),
+          static_cast<unsigned long long>(st.pages_on_disk()), options.data_dir.c_str());
+  fflush(stderr);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  fprintf(stderr, "ramster-server: %s: stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  node->SetDraining(true);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  absl::StatusOr<uint64_t> lost = node->Shutdown();
+  if (!lost.ok()) {
+    fprintf(stderr, "ramster-server: shutdown: %s\n", lost.status().ToString().c_str());
+    return 1;
+  }
+  node->GetStatus(&st);
+  fprintf(stderr,
+          "ramster-server: stopped; %llu persistent pages on disk, %llu could not "
+          "be written (disk limit)\n",
+          static_cast<unsigned long long>(st.pages_on_disk()),
+          static_cast<unsigned long long>(*lost));
+  return 0;
+}
+
+}  // namespace
+}  // namespace ramster
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "ramster-server --listen=HOST:PORT --memory-limit=BYTES --disk-limit=BYTES "
+      "--data-dir=DIR [--client-quota=BYTES] [--node-id=NAME]");
+  ramster::ParseCommandLineWithDashes(argc, argv);
+  return ramster::Run();
+}
