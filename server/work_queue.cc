@@ -25,6 +25,11 @@ bool WorkQueue::Submit(std::function<void()> work) {
   return true;
 }
 
+size_t WorkQueue::pending() {
+  MutexLock lock(&mu_);
+  return pending_.size();
+}
+
 void WorkQueue::Run() {
   for (;;) {
     std::function<void()> work;

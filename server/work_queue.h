@@ -26,6 +26,8 @@ class WorkQueue {
 
   // False (and `work` is not run) when max_pending items are waiting.
   bool Submit(std::function<void()> work);
+  // Items waiting (not yet taken by a worker).
+  size_t pending();
 
  private:
   void Run();
