@@ -135,8 +135,15 @@ rc=$?
 
 execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -n 1)
 if [[ $rc -ne 0 || -z $execs ]]; then
-  tail -n 40 "$log" >&2
+  # The report from its first line (sanitizer, libFuzzer or trap), else the end.
+  first=$(grep -n -m 1 -E '^==[0-9]+==|runtime error:|^INFO: libFuzzer' "$log" | cut -d: -f1)
+  if [[ -n $first ]]; then
+    sed -n "${first},$((first + 30))p" "$log" >&2
+    grep -E 'Test unit written' "$log" >&2
+  else
+    tail -n 40 "$log" >&2
+  fi
   fail "the fuzzer exited with status $rc; the input that failed is in $out/artifacts/"
 fi
-grep -E '^(stat::|#[0-9]+ *DONE)' "$log"
+grep -E '^(#[0-9]+[[:space:]]+DONE|stat::)' "$log"
 echo "PASS $name ($execs execs)"
