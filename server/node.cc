@@ -610,6 +610,9 @@ absl::Status Node::Invalidate(const std::string& name,
     MutexLock shard_lock(&shard.mu);
     auto it = shard.map.find(key);
     if (it == shard.map.end()) continue;
+    if (r.up_to_generation() != 0 && it->second.generation > r.up_to_generation()) {
+      continue;  // a newer copy replaced the one meant
+    }
     DiskTier::Batch batch;
     ReleaseEntry(key, it->second, c, &batch);
     shard.map.erase(it);

@@ -207,6 +207,27 @@ TEST_F(NodeTest, OlderGenerationNeverReplacesNewer) {
   EXPECT_EQ(Status().pages_in_ram(), 1u);
 }
 
+TEST_F(NodeTest, GenerationBoundedInvalidateSparesNewerCopies) {
+  Start(16 << 20, 64 << 20);
+  Open("a", 1);
+  ASSERT_EQ(StorePage("a", 1, WirePage(kSwapPool, 3, MakePage(1), 5)), absl::StatusCode::kOk);
+  v1::InvalidateRequest inv;
+  inv.set_boot_epoch(1);
+  auto* r = inv.add_ranges();
+  r->mutable_page()->set_pool(kSwapPool);
+  r->mutable_page()->set_index(3);
+  r->set_up_to_generation(4);  // meant for an older copy
+  v1::InvalidateResponse ir;
+  ASSERT_TRUE(node_->Invalidate("a", inv, &ir).ok());
+  EXPECT_EQ(ir.pages_freed(), 0u);
+  std::vector<uint8_t> out;
+  EXPECT_EQ(LoadPage("a", 1, kSwapPool, 3, &out), absl::StatusCode::kOk);
+  r->set_up_to_generation(5);
+  ASSERT_TRUE(node_->Invalidate("a", inv, &ir).ok());
+  EXPECT_EQ(ir.pages_freed(), 1u);
+  EXPECT_EQ(LoadPage("a", 1, kSwapPool, 3, &out), absl::StatusCode::kNotFound);
+}
+
 TEST_F(NodeTest, EveryMalformedFieldIsInvalidArgument) {
   Start(16 << 20, 64 << 20);
   Open("a", 1);
