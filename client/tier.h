@@ -20,6 +20,8 @@
 
 namespace ramster {
 
+class SlotMap;
+
 // (pool, object, index), as in transcendent memory. The shim uses one pool
 // per device with object 0 and index = slot.
 struct PageKey {
@@ -69,6 +71,21 @@ class Tier {
     (void)object;
   }
   virtual void InvalidatePool(uint32_t pool) { (void)pool; }
+
+  // True when storing a key replaces that key's previous copy in this tier
+  // (a file slot, a cache entry), so the stack must not invalidate the old
+  // copy afterwards. False for tiers that invalidate by generation (the
+  // cluster: other peers may hold the old copy).
+  virtual bool overwrites_in_place() const { return true; }
+
+  // Called once by the stack: the slot map the tier's pages are recorded
+  // in (must outlive the tier), this tier's number in it, and the pool whose
+  // slot s is key (pool, 0, s). Tiers that repair in the background use it.
+  virtual void AttachSlotMap(SlotMap* slots, uint32_t tier_number, uint32_t pool) {
+    (void)slots;
+    (void)tier_number;
+    (void)pool;
+  }
 };
 
 }  // namespace ramster

@@ -1,0 +1,385 @@
+#include "client/cluster_tier.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/hash/hash.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace ramster {
+namespace {
+
+// HOST:PORT -> the addresses HOST resolves to, each with PORT. A literal
+// address resolves to itself.
+std::vector<std::string> ResolveEntry(const std::string& entry) {
+  size_t colon = entry.rfind(':');
+  if (colon == std::string::npos) return {};
+  std::string host = entry.substr(0, colon);
+  std::string port = entry.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0) return {};
+  std::vector<std::string> out;
+  for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (a->ai_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr, buf, sizeof(buf));
+      out.push_back(absl::StrCat(buf, ":", port));
+    } else if (a->ai_family == AF_INET6) {
+      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr, buf,
+                sizeof(buf));
+      out.push_back(absl::StrCat("[", buf, "]:", port));
+    }
+  }
+  freeaddrinfo(res);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+}  // namespace
+
+uint32_t ClusterTier::EncodePlacement(const std::vector<int>& peers) {
+  uint32_t p = static_cast<uint32_t>(std::min<size_t>(peers.size(), kMaxReplicas));
+  for (size_t i = 0; i < peers.size() && i < kMaxReplicas; ++i) {
+    p |= static_cast<uint32_t>(peers[i] & 0xFF) << (2 + 8 * i);
+  }
+  return p;
+}
+
+std::vector<int> ClusterTier::DecodePlacement(uint32_t placement) {
+  std::vector<int> peers;
+  uint32_t n = placement & 3;
+  for (uint32_t i = 0; i < n; ++i) peers.push_back((placement >> (2 + 8 * i)) & 0xFF);
+  return peers;
+}
+
+ClusterTier::ClusterTier(ClusterOptions options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<ClusterTier>> ClusterTier::Create(ClusterOptions options) {
+  if (options.replicas < 1 || options.replicas > kMaxReplicas) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("replicas must be 1..", kMaxReplicas, ", got ", options.replicas));
+  }
+  if (options.peer.boot_epoch == 0) {
+    return absl::InvalidArgumentError("a nonzero boot epoch is required");
+  }
+  if (options.peer.client_id.empty()) {
+    return absl::InvalidArgumentError("a client id is required");
+  }
+  for (const std::string& p : options.peers) {
+    size_t colon = p.rfind(':');
+    int port;
+    if (colon == std::string::npos || colon == 0 ||
+        !absl::SimpleAtoi(p.substr(colon + 1), &port) || port <= 0 || port > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat("peer \"", p, "\" is not HOST:PORT"));
+    }
+  }
+  std::unique_ptr<ClusterTier> tier(new ClusterTier(std::move(options)));
+  tier->Resolve();
+  for (Peer* p : tier->Ranked(0, {})) p->CheckHealth();
+  {
+    MutexLock lock(&tier->peers_mu_);
+    for (auto& p : tier->peers_) p->CheckHealth();
+  }
+  tier->background_ = std::thread([t = tier.get()] { t->BackgroundLoop(); });
+  return tier;
+}
+
+ClusterTier::~ClusterTier() {
+  {
+    MutexLock lock(&stop_mu_);
+    stop_ = true;
+  }
+  stop_cv_.SignalAll();
+  if (background_.joinable()) background_.join();
+}
+
+void ClusterTier::AttachSlotMap(SlotMap* slots, uint32_t tier_number, uint32_t pool) {
+  slots_ = slots;
+  tier_number_ = tier_number;
+  pool_ = pool;
+}
+
+void ClusterTier::Resolve() {
+  std::vector<std::string> addresses;
+  for (const std::string& entry : options_.peers) {
+    std::vector<std::string> r = ResolveEntry(entry);
+    addresses.insert(addresses.end(), r.begin(), r.end());
+  }
+  MutexLock lock(&peers_mu_);
+  last_resolve_ = absl::Now();
+  for (const std::string& a : addresses) {
+    bool known = false;
+    for (auto& p : peers_) known |= p->address() == a;
+    if (known) continue;
+    if (peers_.size() >= kMaxPeers) {
+      fprintf(stderr, "ramster: more than %d peers; ignoring %s\n", kMaxPeers, a.c_str());
+      continue;
+    }
+    peers_.push_back(std::make_unique<Peer>(static_cast<int>(peers_.size()), a, options_.peer));
+  }
+}
+
+Peer* ClusterTier::PeerById(int id) const {
+  MutexLock lock(&peers_mu_);
+  return id >= 0 && static_cast<size_t>(id) < peers_.size() ? peers_[id].get() : nullptr;
+}
+
+bool ClusterTier::IsSelf(const Peer& p) const {
+  return !options_.self_node_id.empty() && p.node_id() == options_.self_node_id;
+}
+
+// Rendezvous (highest random weight) hashing: every peer scores the slot;
+// the highest scores win. Adding or losing a peer moves only its share.
+std::vector<Peer*> ClusterTier::Ranked(uint64_t slot, const std::vector<int>& exclude) {
+  std::vector<std::pair<uint64_t, Peer*>> scored;
+  {
+    MutexLock lock(&peers_mu_);
+    for (auto& p : peers_) {
+      if (std::find(exclude.begin(), exclude.end(), p->id()) != exclude.end()) continue;
+      scored.emplace_back(absl::HashOf(slot, p->address()), p.get());
+    }
+  }
+  std::sort(scored.begin(), scored.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<Peer*> out;
+  for (auto& [score, p] : scored) {
+    if (!IsSelf(*p)) out.push_back(p);
+  }
+  return out;
+}
+
+absl::Status ClusterTier::Store(const PageKey& key, absl::Span<const uint8_t>,
+                                const EncodedPage& encoded, PageMeta* meta, bool* durable) {
+  std::vector<int> chosen;
+  std::vector<Peer*> candidates;
+  for (Peer* p : Ranked(key.index, {})) {
+    if (p->eligible()) candidates.push_back(p);
+  }
+  absl::Status last = absl::UnavailableError("no peer can take pages");
+  size_t next = 0;
+  // Ask as many peers as copies are still missing, in parallel; on refusals
+  // move on down the ranking.
+  while (chosen.size() < static_cast<size_t>(options_.replicas) && next < candidates.size()) {
+    size_t want = options_.replicas - chosen.size();
+    std::vector<Peer::PendingStore> stores(std::min(want, candidates.size() - next));
+    std::vector<Peer*> asked;
+    Peer::Completion done(static_cast<int>(stores.size()));
+    for (size_t i = 0; i < stores.size(); ++i) {
+      Peer* p = candidates[next++];
+      stores[i].key = key;
+      stores[i].page = &encoded;
+      stores[i].generation = meta->generation;
+      if (p->EnqueueStore(&stores[i], &done)) {
+        asked.push_back(p);
+      } else {
+        stores[i].result = absl::UnavailableError("peer queue full or down");
+        stores[i].done = true;
+        done.Done();
+        asked.push_back(p);
+      }
+    }
+    done.Wait();
+    for (size_t i = 0; i < stores.size(); ++i) {
+      if (stores[i].result.ok()) {
+        chosen.push_back(asked[i]->id());
+      } else {
+        last = stores[i].result;
+      }
+    }
+  }
+  if (chosen.empty()) return last;
+  meta->placement = EncodePlacement(chosen);
+  *durable = chosen.size() >= static_cast<size_t>(options_.replicas);
+  return absl::OkStatus();
+}
+
+absl::Status ClusterTier::Load(const PageKey& key, const PageMeta& meta,
+                               absl::Span<uint8_t> out) {
+  std::vector<int> ids = DecodePlacement(meta.placement);
+  // Up peers first: a down one costs a deadline.
+  std::stable_partition(ids.begin(), ids.end(), [this](int id) {
+    Peer* p = PeerById(id);
+    return p != nullptr && p->up();
+  });
+  absl::Status last = absl::NotFoundError("no copy in the cluster");
+  for (int id : ids) {
+    Peer* p = PeerById(id);
+    if (p == nullptr) continue;
+    absl::Status s = p->Load(key, meta.generation, meta.checksum, out);
+    if (s.ok()) return s;
+    if (s.code() == absl::StatusCode::kDataLoss) {
+      fprintf(stderr, "ramster: slot %llu: bad copy on %s: %s\n",
+              static_cast<unsigned long long>(key.index), p->address().c_str(),
+              std::string(s.message()).c_str());
+    }
+    last = s;
+  }
+  return last;
+}
+
+void ClusterTier::Invalidate(const PageKey& key, const PageMeta& meta) {
+  for (int id : DecodePlacement(meta.placement)) {
+    if (Peer* p = PeerById(id)) p->EnqueueInvalidate(key, meta.generation);
+  }
+}
+
+void ClusterTier::InvalidateObject(uint32_t pool, uint64_t object) {
+  MutexLock lock(&peers_mu_);
+  for (auto& p : peers_) p->InvalidateObject(pool, object);
+}
+
+void ClusterTier::InvalidatePool(uint32_t pool) {
+  MutexLock lock(&peers_mu_);
+  for (auto& p : peers_) p->InvalidatePool(pool);
+}
+
+std::vector<ClusterTier::PeerView> ClusterTier::peers() const {
+  std::vector<PeerView> out;
+  MutexLock lock(&peers_mu_);
+  for (auto& p : peers_) {
+    out.push_back(PeerView{p->address(), p->node_id(), p->up(), p->draining(), p->eligible(),
+                           p->stores_sent(), p->store_batches(), p->invalidates_sent()});
+  }
+  return out;
+}
+
+// ------------------------------------------------------------ background --
+
+void ClusterTier::BackgroundLoop() {
+  MutexLock lock(&stop_mu_);
+  while (!stop_) {
+    stop_cv_.WaitFor(options_.health_interval);
+    if (stop_) break;
+    stop_mu_.Unlock();
+    CheckNowForTest();
+    stop_mu_.Lock();
+  }
+}
+
+void ClusterTier::CheckNowForTest() {
+  bool resolve;
+  {
+    MutexLock lock(&peers_mu_);
+    resolve = absl::Now() - last_resolve_ >= options_.resolve_interval;
+  }
+  if (resolve) Resolve();
+  std::vector<Peer*> all;
+  {
+    MutexLock lock(&peers_mu_);
+    for (auto& p : peers_) all.push_back(p.get());
+  }
+  bool trouble = false;
+  for (Peer* p : all) {
+    p->CheckHealth();
+    trouble |= !p->up() || p->draining();
+  }
+  if (trouble || repair_wanted_.exchange(false)) RepairPass();
+}
+
+uint64_t ClusterTier::SlotsNeedingRepair() {
+  if (slots_ == nullptr) return 0;
+  uint64_t n = 0;
+  for (uint64_t s = 0; s < slots_->slots(); ++s) {
+    std::lock_guard<std::mutex> lock(slots_->StripeFor(s));
+    const SlotEntry& e = slots_->at(s);
+    if (e.tier() != tier_number_) continue;
+    for (int id : DecodePlacement(e.placement())) {
+      Peer* p = PeerById(id);
+      if (p == nullptr || !p->up() || p->draining()) {
+        ++n;
+        break;
+      }
+    }
+  }
+  return n;
+}
+
+void ClusterTier::RepairPass() {
+  if (slots_ == nullptr) return;
+  for (uint64_t s = 0; s < slots_->slots(); ++s) {
+    {
+      MutexLock lock(&stop_mu_);
+      if (stop_) return;
+    }
+    std::lock_guard<std::mutex> lock(slots_->StripeFor(s));
+    SlotEntry& e = slots_->at(s);
+    if (e.tier() != tier_number_) continue;
+    if (!RepairSlot(s, &e)) repair_wanted_ = true;
+  }
+}
+
+// Restores the slot's replica count on healthy peers. REQUIRES: the slot's
+// stripe locked. Returns false when the slot still needs work (no source or
+// no target right now).
+bool ClusterTier::RepairSlot(uint64_t slot, SlotEntry* e) {
+  std::vector<int> ids = DecodePlacement(e->placement());
+  std::vector<int> good, bad;
+  for (int id : ids) {
+    Peer* p = PeerById(id);
+    (p != nullptr && p->up() && !p->draining() ? good : bad).push_back(id);
+  }
+  if (bad.empty()) return true;
+  const PageKey key{pool_, 0, slot};
+  // A source: a good copy, or a draining (but alive) peer's.
+  uint8_t raw[kPageSize];
+  bool have = false;
+  for (int id : ids) {
+    Peer* p = PeerById(id);
+    if (p == nullptr || !p->up()) continue;
+    if (p->Load(key, e->generation, e->checksum, absl::MakeSpan(raw, kPageSize)).ok()) {
+      have = true;
+      break;
+    }
+  }
+  if (!have) {
+    // Every copy is on a peer that is down. Keep naming them: a peer that
+    // restarts gracefully still has its pages. The backup tier (if any)
+    // serves reads meanwhile.
+    unrepairable_++;
+    return false;
+  }
+  EncodedPage enc;
+  if (!EncodePage(absl::MakeConstSpan(raw, kPageSize), &enc).ok()) return false;
+  std::vector<int> placed = good;
+  std::vector<Peer*> targets;
+  for (Peer* p : Ranked(slot, ids)) {
+    if (p->eligible()) targets.push_back(p);
+  }
+  for (Peer* p : targets) {
+    if (placed.size() >= static_cast<size_t>(options_.replicas)) break;
+    Peer::PendingStore store;
+    store.key = key;
+    store.page = &enc;
+    store.generation = e->generation;
+    Peer::Completion done(1);
+    if (!p->EnqueueStore(&store, &done)) continue;
+    done.Wait();
+    if (store.result.ok()) placed.push_back(p->id());
+  }
+  if (placed.size() < static_cast<size_t>(options_.replicas) && placed.size() <= good.size()) {
+    return false;  // nowhere to put a new copy yet
+  }
+  // The bad peers' copies are dropped from the placement; tell the ones that
+  // are alive (draining) to free them.
+  for (int id : bad) {
+    Peer* p = PeerById(id);
+    if (p != nullptr && p->up()) p->EnqueueInvalidate(key, e->generation);
+  }
+  e->Set(e->tier(), e->backup(), EncodePlacement(placed));
+  repaired_++;
+  return placed.size() >= static_cast<size_t>(options_.replicas);
+}
+
+}  // namespace ramster

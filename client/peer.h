@@ -1,0 +1,153 @@
+// Peer: one remote ramster-server as the cluster tier sees it. Owns the gRPC
+// channel, the session (boot epoch, pool), the peer's health, and a store
+// queue that batches concurrent stores into one RPC.
+//
+// Batching: callers enqueue pages; a sender thread takes up to
+// max_batch_pages at a time, sends one Store with a deadline, and completes
+// each caller. The queue is bounded in bytes: a full queue (a slow peer)
+// refuses at once, so a slow peer never stalls stores meant for others.
+// Invalidations are queued the same way and sent in the background.
+//
+// Thread safety: all public methods may be called concurrently.
+#ifndef RAMSTER_CLIENT_PEER_H_
+#define RAMSTER_CLIENT_PEER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "client/tier.h"
+#include "common/mutex.h"
+#include "ramster/v1/page_store.grpc.pb.h"
+
+namespace ramster {
+
+struct PeerOptions {
+  std::string client_id;  // sent as the call's identity
+  uint64_t boot_epoch = 0;
+  uint32_t pool = 0;
+  v1::PoolKind pool_kind = v1::POOL_KIND_PERSISTENT;
+  absl::Duration call_timeout = absl::Seconds(2);
+  int max_batch_pages = 64;
+  size_t max_queued_bytes = 4 << 20;
+  // Consecutive failed calls that mark a peer down.
+  int failures_to_down = 2;
+};
+
+class Peer {
+ public:
+  Peer(int id, std::string address, PeerOptions options);
+  // Stops the sender thread; queued stores fail with kUnavailable.
+  ~Peer();
+  Peer(const Peer&) = delete;
+  Peer& operator=(const Peer&) = delete;
+
+  int id() const { return id_; }
+  const std::string& address() const { return address_; }
+  // Empty until the first session opens.
+  std::string node_id() const;
+
+  // Usable for new pages: up, in session, not draining, not known full.
+  bool eligible() const {
+    return up_.load() && session_.load() && !draining_.load() && !full_.load();
+  }
+  bool up() const { return up_.load(); }
+  bool draining() const { return draining_.load(); }
+
+  // Opens (or resumes) the session; then heartbeats. Updates health.
+  void CheckHealth();
+
+  // A store in flight: the caller keeps it alive until Wait returns.
+  struct PendingStore {
+    PageKey key;
+    const EncodedPage* page = nullptr;
+    uint32_t generation = 0;
+    absl::Status result;
+    bool done = false;
+  };
+  // Completion shared by the stores of one page to several peers.
+  class Completion {
+   public:
+    explicit Completion(int expected) : remaining_(expected) {}
+    void Done() {
+      MutexLock lock(&mu_);
+      if (--remaining_ == 0) cv_.SignalAll();
+    }
+    // Every store finishes within a bounded time: each RPC has a deadline,
+    // and a peer that goes down fails its whole queue at once.
+    void Wait() {
+      MutexLock lock(&mu_);
+      while (remaining_ > 0) cv_.Wait();
+    }
+
+   private:
+    Mutex mu_;
+    CondVar cv_{&mu_};
+    int remaining_ ABSL_GUARDED_BY(mu_);
+  };
+
+  // Queues a store; `done->Done()` is called when it finishes (also on
+  // refusal). Returns false (and calls nothing) when the queue is full or the
+  // peer is down or stopping. `store` and `done` must live until then.
+  bool EnqueueStore(PendingStore* store, Completion* done);
+
+  // Loads one page synchronously (with the call deadline). Verifies the
+  // reply: the generation and checksum must be the ones expected, and the
+  // payload must decode to a page with that checksum.
+  absl::Status Load(const PageKey& key, uint32_t generation, uint64_t checksum,
+                    absl::Span<uint8_t> out);
+
+  // Queues a background invalidation of the copy with generation at most
+  // `generation`.
+  void EnqueueInvalidate(const PageKey& key, uint32_t generation);
+  // Sends an object or pool invalidation now (best effort).
+  void InvalidateObject(uint32_t pool, uint64_t object);
+  void InvalidatePool(uint32_t pool);
+
+  // Counters for status and tests.
+  uint64_t stores_sent() const { return stores_sent_.load(); }
+  uint64_t store_batches() const { return store_batches_.load(); }
+  uint64_t invalidates_sent() const { return invalidates_sent_.load(); }
+
+ private:
+  void Prepare(grpc::ClientContext* ctx) const;
+  void RecordCall(const grpc::Status& s);
+  void SenderLoop();
+  void FailQueued(const absl::Status& why);
+  void SendStores(std::vector<std::pair<PendingStore*, Completion*>>* batch);
+  void SendInvalidates(std::vector<v1::InvalidateRange>* ranges);
+
+  const int id_;
+  const std::string address_;
+  const PeerOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::PageStore::Stub> stub_;
+
+  std::atomic<bool> up_{false};
+  std::atomic<bool> session_{false};
+  std::atomic<bool> draining_{false};
+  std::atomic<bool> full_{false};
+  std::atomic<int> consecutive_failures_{0};
+  std::atomic<uint64_t> stores_sent_{0}, store_batches_{0}, invalidates_sent_{0};
+
+  mutable Mutex mu_;
+  CondVar cv_{&mu_};
+  std::string node_id_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::pair<PendingStore*, Completion*>> stores_ ABSL_GUARDED_BY(mu_);
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<v1::InvalidateRange> invalidates_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread sender_;
+};
+
+}  // namespace ramster
+
+#endif  // RAMSTER_CLIENT_PEER_H_

@@ -1,0 +1,88 @@
+// TierStack: the front of the client. Offers each page to its tiers in
+// order, remembers in the slot map where the current copy lives, and reads
+// it back from there. This is what the shim's block device sits on; it does
+// not know which tiers are below it.
+//
+//   store(slot):  same-filled page? keep the fill word, done. Otherwise
+//                 encode once, then tier 1, tier 2, ... until one keeps it;
+//                 a tier that keeps it without being durable alone (fewer
+//                 cluster acks than replicas) is backed by the next tier
+//                 that takes it. The previous copy is invalidated afterwards.
+//   load(slot):   a slot never written (or trimmed) reads as zeros without
+//                 asking anyone; otherwise its tier, then its backup tier.
+//                 If no copy verifies, the load fails (kDataLoss) and says
+//                 so loudly: it never returns wrong bytes.
+//   invalidate:   forgets slots; the tiers free their copies.
+//
+// Thread safety: all methods may be called concurrently. Operations on one
+// slot are serialized (the slot map's stripe lock is held across them).
+#ifndef RAMSTER_CLIENT_TIER_STACK_H_
+#define RAMSTER_CLIENT_TIER_STACK_H_
+
+#include <atomic>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "client/slot_map.h"
+#include "client/tier.h"
+
+namespace ramster {
+
+class TierStack {
+ public:
+  struct Stats {
+    uint64_t stores = 0, loads = 0, invalidates = 0;
+    uint64_t same_filled = 0;       // stores kept as a fill word
+    uint64_t zero_loads = 0;        // loads of never-written slots
+    uint64_t backups = 0;           // stores that needed a backup copy
+    uint64_t not_durable = 0;       // stores acknowledged without one
+    uint64_t load_fallbacks = 0;    // loads served by the backup tier
+    uint64_t load_failures = 0;     // loads with no good copy
+    std::vector<uint64_t> stored_in;   // per tier: stores it kept
+    std::vector<uint64_t> refused_by;  // per tier: stores it refused
+    std::vector<uint64_t> slots_in;    // per tier: slots it holds now
+    uint64_t slots_filled = 0;         // slots holding a fill word now
+  };
+
+  // `tiers` in order, at most SlotEntry::kMaxTiers. `pool` is the pool the
+  // device's pages use (key = (pool, 0, slot)). The stack attaches the slot
+  // map to tiers that want it (the cluster tier, for repairs).
+  TierStack(uint64_t slots, uint32_t pool, std::vector<std::unique_ptr<Tier>> tiers,
+            bool same_filled = true);
+  TierStack(const TierStack&) = delete;
+  TierStack& operator=(const TierStack&) = delete;
+
+  uint64_t slots() const { return map_.slots(); }
+
+  // `page` is 4096 bytes. kInvalidArgument for a slot beyond the device;
+  // otherwise the last tier's refusal when every tier refused.
+  absl::Status Store(uint64_t slot, absl::Span<const uint8_t> page);
+  absl::Status Load(uint64_t slot, absl::Span<uint8_t> out);
+  // Forgets [first, first + count) (clipped to the device).
+  void Invalidate(uint64_t first, uint64_t count);
+
+  Stats stats();
+  Tier* tier(size_t i) { return tiers_[i].get(); }
+  size_t tier_count() const { return tiers_.size(); }
+  SlotMap* slot_map() { return &map_; }
+
+ private:
+  PageKey Key(uint64_t slot) const { return PageKey{pool_, 0, slot}; }
+  // Frees the copies `old` describes. `kept_tier`: the tier now holding the
+  // new copy under the same key (its copy replaced the old one in place).
+  void Release(uint64_t slot, const SlotEntry& old, uint32_t kept_tier, uint32_t kept_backup);
+
+  SlotMap map_;
+  const uint32_t pool_;
+  const std::vector<std::unique_ptr<Tier>> tiers_;
+  const bool same_filled_;
+
+  std::atomic<uint64_t> stores_{0}, loads_{0}, invalidates_{0}, same_filled_count_{0},
+      zero_loads_{0}, backups_{0}, not_durable_{0}, load_fallbacks_{0}, load_failures_{0};
+  std::unique_ptr<std::atomic<uint64_t>[]> stored_in_, refused_by_;
+};
+
+}  // namespace ramster
+
+#endif  // RAMSTER_CLIENT_TIER_STACK_H_

@@ -1,0 +1,188 @@
+#include "client/tier_stack.h"
+
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "client/fault_tier.h"
+#include "client/local_cache_tier.h"
+#include "client/local_file_tier.h"
+#include "gtest/gtest.h"
+
+namespace ramster {
+namespace {
+
+std::string TempFile() {
+  std::string tmpl =
+      std::string(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp") + "/swap_XXXXXX";
+  int fd = mkstemp(tmpl.data());
+  close(fd);
+  return tmpl;
+}
+
+std::vector<uint8_t> Page(uint64_t seed, int kind) {
+  std::vector<uint8_t> p(kPageSize);
+  std::mt19937_64 rng(seed);
+  for (size_t i = 0; i < kPageSize; ++i) {
+    switch (kind % 3) {
+      case 0: p[i] = static_cast<uint8_t>(seed); break;  // same-filled
+      case 1: p[i] = static_cast<uint8_t>("page text "[(i + seed) % 10]); break;
+      default: p[i] = static_cast<uint8_t>(rng()); break;
+    }
+  }
+  return p;
+}
+
+struct Stack {
+  FaultTier* cache;
+  FaultTier* file;
+  std::unique_ptr<TierStack> stack;
+};
+
+Stack MakeStack(uint64_t slots, uint64_t cache_bytes, FaultTier::Faults cache_faults = {},
+                FaultTier::Faults file_faults = {}) {
+  auto file = LocalFileTier::Open(TempFile(), slots);
+  EXPECT_TRUE(file.ok()) << file.status();
+  auto cache = std::make_unique<FaultTier>(std::make_unique<LocalCacheTier>(cache_bytes),
+                                           cache_faults);
+  auto filef = std::make_unique<FaultTier>(std::move(*file), file_faults);
+  Stack s{cache.get(), filef.get(), nullptr};
+  std::vector<std::unique_ptr<Tier>> tiers;
+  tiers.push_back(std::move(cache));
+  tiers.push_back(std::move(filef));
+  s.stack = std::make_unique<TierStack>(slots, 1, std::move(tiers));
+  return s;
+}
+
+TEST(TierStack, NeverWrittenSlotsReadAsZerosWithoutAskingAnyTier) {
+  auto s = MakeStack(64, 1 << 20, FaultTier::Faults{.fail_load_every = 1});
+  std::vector<uint8_t> out(kPageSize, 0xFF);
+  ASSERT_TRUE(s.stack->Load(5, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, std::vector<uint8_t>(kPageSize, 0));
+  EXPECT_EQ(s.stack->stats().zero_loads, 1u);
+}
+
+TEST(TierStack, SameFilledPagesStayInTheSlotMap) {
+  auto s = MakeStack(64, 1 << 20, FaultTier::Faults{.refuse_all_stores = true},
+                     FaultTier::Faults{.refuse_all_stores = true});
+  auto page = Page(0xAB, 0);
+  ASSERT_TRUE(s.stack->Store(3, page).ok());  // no tier was needed
+  std::vector<uint8_t> out(kPageSize);
+  ASSERT_TRUE(s.stack->Load(3, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, page);
+  auto st = s.stack->stats();
+  EXPECT_EQ(st.same_filled, 1u);
+  EXPECT_EQ(st.slots_filled, 1u);
+}
+
+TEST(TierStack, FullCacheFallsToTheFile) {
+  // Room for about 3 incompressible pages in the cache.
+  auto s = MakeStack(64, 3 * (kPageSize + LocalCacheTier::kEntryOverhead));
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(s.stack->Store(i, Page(i, 2)).ok());
+  auto st = s.stack->stats();
+  EXPECT_EQ(st.slots_in[0], 3u);
+  EXPECT_EQ(st.slots_in[1], 7u);
+  EXPECT_EQ(st.refused_by[0], 7u);
+  for (int i = 0; i < 10; ++i) {
+    std::vector<uint8_t> out(kPageSize);
+    ASSERT_TRUE(s.stack->Load(i, absl::MakeSpan(out)).ok());
+    EXPECT_EQ(out, Page(i, 2));
+  }
+}
+
+TEST(TierStack, EveryTierRefusingFailsTheStoreAndKeepsTheOldPage) {
+  auto s = MakeStack(8, 1 << 20);
+  ASSERT_TRUE(s.stack->Store(1, Page(1, 1)).ok());
+  s.cache->set_refuse_all_stores(true);
+  s.file->set_refuse_all_stores(true);
+  EXPECT_EQ(s.stack->Store(1, Page(2, 1)).code(), absl::StatusCode::kResourceExhausted);
+  std::vector<uint8_t> out(kPageSize);
+  ASSERT_TRUE(s.stack->Load(1, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, Page(1, 1));
+}
+
+TEST(TierStack, CorruptCopyIsAnErrorNeverWrongBytes) {
+  auto s = MakeStack(8, 1 << 20, FaultTier::Faults{.corrupt_load_every = 1});
+  ASSERT_TRUE(s.stack->Store(2, Page(9, 1)).ok());
+  std::vector<uint8_t> out(kPageSize);
+  absl::Status st = s.stack->Load(2, absl::MakeSpan(out));
+  EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(s.stack->stats().load_failures, 1u);
+}
+
+TEST(TierStack, InvalidateFreesAndReadsZeros) {
+  auto s = MakeStack(16, 1 << 20);
+  for (int i = 0; i < 16; ++i) ASSERT_TRUE(s.stack->Store(i, Page(i, 1)).ok());
+  s.stack->Invalidate(4, 8);
+  s.stack->Invalidate(15, 1000);  // clipped at the device's end
+  for (int i = 0; i < 16; ++i) {
+    std::vector<uint8_t> out(kPageSize);
+    ASSERT_TRUE(s.stack->Load(i, absl::MakeSpan(out)).ok());
+    bool gone = (i >= 4 && i < 12) || i == 15;
+    EXPECT_EQ(out, gone ? std::vector<uint8_t>(kPageSize, 0) : Page(i, 1)) << i;
+  }
+  EXPECT_EQ(s.stack->stats().slots_in[0], 7u);
+}
+
+TEST(TierStack, OutOfRangeSlotsAreInvalidArgument) {
+  auto s = MakeStack(8, 1 << 20);
+  std::vector<uint8_t> out(kPageSize);
+  EXPECT_EQ(s.stack->Store(8, Page(1, 1)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.stack->Load(8, absl::MakeSpan(out)).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Random operations from several threads, each on its own slots, checked
+// against a model of what every slot must contain. Faults on the first tier
+// (refusals, failed stores) must never show in what is read back.
+TEST(TierStack, RandomOperationsMatchTheModel) {
+  const uint64_t kSlots = 512;
+  auto s = MakeStack(kSlots, 200 * kPageSize,
+                     FaultTier::Faults{.refuse_store_every = 7, .fail_store_every = 11});
+  const int kThreads = 4;
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0}, checks{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(t + 1);
+      std::map<uint64_t, std::vector<uint8_t>> model;  // slot -> contents
+      for (int op = 0; op < 3000; ++op) {
+        uint64_t slot = (rng() % (kSlots / kThreads)) * kThreads + t;
+        switch (rng() % 4) {
+          case 0:
+          case 1: {
+            auto page = Page(rng(), static_cast<int>(rng() % 3));
+            if (s.stack->Store(slot, page).ok()) model[slot] = page;
+            break;
+          }
+          case 2: {
+            std::vector<uint8_t> out(kPageSize);
+            if (!s.stack->Load(slot, absl::MakeSpan(out)).ok()) {
+              mismatches++;
+              break;
+            }
+            auto it = model.find(slot);
+            const auto expect = it == model.end() ? std::vector<uint8_t>(kPageSize, 0) : it->second;
+            if (out != expect) mismatches++;
+            checks++;
+            break;
+          }
+          case 3:
+            s.stack->Invalidate(slot, 1);
+            model.erase(slot);
+            break;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
+  EXPECT_GT(checks.load(), 2000);
+  auto st = s.stack->stats();
+  EXPECT_GT(st.refused_by[0], 0u);  // the faults really happened
+  EXPECT_GT(st.stored_in[1], 0u);   // and the file took over
+  EXPECT_EQ(st.load_failures, 0u);
+}
+
+}  // namespace
+}  // namespace ramster
