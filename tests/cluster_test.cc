@@ -1,0 +1,301 @@
+// The client tier stack against real ramster-servers on loopback: peers die
+// with SIGKILL, fill up, vanish all at once and come back; every page the
+// stack acknowledged must read back identical, never stale.
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "client/cluster_tier.h"
+#include "client/local_file_tier.h"
+#include "client/tier_stack.h"
+#include "gtest/gtest.h"
+#include "ramster/v1/admin.grpc.pb.h"
+#include "tests/server_process.h"
+
+namespace ramster {
+namespace {
+
+constexpr uint32_t kPool = 1;
+
+std::string TempPath(const std::string& what) {
+  std::string tmpl = std::string(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp") +
+                     "/" + what + "_XXXXXX";
+  return mkdtemp(tmpl.data());
+}
+
+// Contents of slot `slot` at version `version`: mostly compressible.
+std::vector<uint8_t> Content(uint64_t slot, uint64_t version) {
+  std::vector<uint8_t> p(kPageSize);
+  std::mt19937_64 rng(slot * 7919 + version);
+  for (size_t i = 0; i < kPageSize; ++i) {
+    p[i] = (slot % 5 == 0) ? static_cast<uint8_t>(rng())
+                           : static_cast<uint8_t>("ramster swaps cold pages "[(i + version) % 25]);
+  }
+  return p;
+}
+
+class Cluster {
+ public:
+  Cluster(int n, const std::string& ram, const std::string& quota = "0") {
+    for (int i = 0; i < n; ++i) {
+      dirs_.push_back(TempPath("node"));
+      servers_.push_back(std::make_unique<ServerProcess>(
+          RunfilePath("server/ramster-server"),
+          std::vector<std::string>{"--memory-limit=" + ram, "--disk-limit=256M",
+                                   "--data-dir=" + dirs_.back(), "--client-quota=" + quota,
+                                   "--node-id=node" + std::to_string(i)}));
+      EXPECT_TRUE(servers_.back()->Start()) << servers_.back()->log();
+      ports_.push_back(servers_.back()->port());
+    }
+  }
+  std::vector<std::string> addresses() const {
+    std::vector<std::string> a;
+    for (int p : ports_) a.push_back("127.0.0.1:" + std::to_string(p));
+    return a;
+  }
+  ServerProcess& server(int i) { return *servers_[i]; }
+  bool Restart(int i) { return servers_[i]->Start(ports_[i]); }
+  int size() const { return static_cast<int>(servers_.size()); }
+
+  v1::NodeStatus Status(int i) {
+    auto channel = grpc::CreateChannel(addresses()[i], grpc::InsecureChannelCredentials());
+    auto admin = v1::Admin::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::NodeStatus st;
+    EXPECT_TRUE(admin->GetStatus(&ctx, v1::GetStatusRequest(), &st).ok());
+    return st;
+  }
+  void Drain(int i) {
+    auto channel = grpc::CreateChannel(addresses()[i], grpc::InsecureChannelCredentials());
+    auto admin = v1::Admin::NewStub(channel);
+    grpc::ClientContext ctx;
+    v1::DrainRequest req;
+    req.set_drain(true);
+    v1::DrainResponse resp;
+    EXPECT_TRUE(admin->Drain(&ctx, req, &resp).ok());
+  }
+
+ private:
+  std::vector<std::string> dirs_;
+  std::vector<std::unique_ptr<ServerProcess>> servers_;
+  std::vector<int> ports_;
+};
+
+struct Client {
+  ClusterTier* cluster = nullptr;
+  LocalFileTier* file = nullptr;
+  std::unique_ptr<TierStack> stack;
+};
+
+Client MakeClient(const Cluster& c, uint64_t slots, int replicas, const std::string& self = "",
+                  absl::Duration timeout = absl::Seconds(1)) {
+  ClusterOptions o;
+  o.peers = c.addresses();
+  o.self_node_id = self;
+  o.replicas = replicas;
+  o.health_interval = absl::Milliseconds(200);
+  o.peer.client_id = "test-host";
+  o.peer.boot_epoch = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+  o.peer.pool = kPool;
+  o.peer.call_timeout = timeout;
+  auto cluster = ClusterTier::Create(o);
+  EXPECT_TRUE(cluster.ok()) << cluster.status();
+  auto file = LocalFileTier::Open(TempPath("swap") + "/swapfile", slots);
+  EXPECT_TRUE(file.ok()) << file.status();
+  Client cl{cluster->get(), file->get(), nullptr};
+  std::vector<std::unique_ptr<Tier>> tiers;
+  tiers.push_back(std::move(*cluster));
+  tiers.push_back(std::move(*file));
+  cl.stack = std::make_unique<TierStack>(slots, kPool, std::move(tiers));
+  return cl;
+}
+
+::testing::AssertionResult ReadsBack(TierStack* stack, uint64_t slot,
+                                     const std::vector<uint8_t>& expect) {
+  std::vector<uint8_t> out(kPageSize);
+  absl::Status s = stack->Load(slot, absl::MakeSpan(out));
+  if (!s.ok()) return ::testing::AssertionFailure() << "slot " << slot << ": " << s;
+  if (out != expect) return ::testing::AssertionFailure() << "slot " << slot << ": wrong bytes";
+  return ::testing::AssertionSuccess();
+}
+
+TEST(Cluster, PagesGoToTwoDistinctPeersNeverSelf) {
+  Cluster c(3, "64M");
+  Client cl = MakeClient(c, 600, 2, /*self=*/"node0");
+  for (uint64_t s = 0; s < 600; ++s) ASSERT_TRUE(cl.stack->Store(s, Content(s, 1)).ok());
+  auto st = cl.stack->stats();
+  EXPECT_EQ(st.slots_in[0], 600u);  // all in the cluster
+  EXPECT_EQ(st.backups, 0u);
+  EXPECT_EQ(c.Status(0).pages_in_ram(), 0u);  // never on "our own" node
+  EXPECT_EQ(c.Status(1).pages_in_ram(), 600u);
+  EXPECT_EQ(c.Status(2).pages_in_ram(), 600u);
+  for (uint64_t s = 0; s < 600; ++s) ASSERT_TRUE(ReadsBack(cl.stack.get(), s, Content(s, 1)));
+  // Invalidation frees remote space (in the background).
+  cl.stack->Invalidate(0, 300);
+  for (int i = 0; i < 100 && c.Status(1).pages_in_ram() > 300; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(c.Status(1).pages_in_ram(), 300u);
+  EXPECT_EQ(c.Status(2).pages_in_ram(), 300u);
+}
+
+TEST(Cluster, KillOnePeerDuringWritesAndReadsLosesNothingAndHeals) {
+  Cluster c(4, "64M");
+  const uint64_t kSlots = 2000;
+  Client cl = MakeClient(c, kSlots, 2);
+  std::vector<uint64_t> version(kSlots, 0);
+  std::mt19937_64 rng(3);
+  int killed_at = -1;
+  for (int op = 0; op < 6000; ++op) {
+    if (op == 2500) {
+      c.server(1).Kill();
+      killed_at = op;
+    }
+    uint64_t slot = rng() % kSlots;
+    if (rng() % 3 != 0) {
+      uint64_t v = version[slot] + 1;
+      ASSERT_TRUE(cl.stack->Store(slot, Content(slot, v)).ok()) << "op " << op;
+      version[slot] = v;
+    } else if (version[slot] > 0) {
+      ASSERT_TRUE(ReadsBack(cl.stack.get(), slot, Content(slot, version[slot])))
+          << "op " << op << " killed at " << killed_at;
+    }
+  }
+  // Every acknowledged page is readable, identical, with a peer down.
+  for (uint64_t s = 0; s < kSlots; ++s) {
+    if (version[s] > 0) {
+      ASSERT_TRUE(ReadsBack(cl.stack.get(), s, Content(s, version[s])));
+    }
+  }
+  // The replica count heals on the surviving three.
+  for (int i = 0; i < 100 && cl.cluster->SlotsNeedingRepair() > 0; ++i) {
+    cl.cluster->CheckNowForTest();
+  }
+  EXPECT_EQ(cl.cluster->SlotsNeedingRepair(), 0u);
+  EXPECT_GT(cl.cluster->repaired(), 0u);
+  uint64_t copies = 0;
+  for (int i : {0, 2, 3}) copies += c.Status(i).pages_in_ram();
+  uint64_t live = 0;
+  for (uint64_t s = 0; s < kSlots; ++s) live += version[s] > 0;
+  // Two copies of every live page (extra old copies may still be in flight
+  // to be invalidated).
+  EXPECT_GE(copies, 2 * live);
+  for (uint64_t s = 0; s < kSlots; ++s) {
+    if (version[s] > 0) {
+      ASSERT_TRUE(ReadsBack(cl.stack.get(), s, Content(s, version[s])));
+    }
+  }
+}
+
+TEST(Cluster, FullPeersSendPagesToTheLocalFileWithoutErrors) {
+  // Each client may hold about 100 pages per node.
+  Cluster c(3, "64M", /*quota=*/std::to_string(100 * (kPageSize + 88)));
+  const uint64_t kSlots = 1000;
+  Client cl = MakeClient(c, kSlots, 2);
+  for (uint64_t s = 0; s < kSlots; ++s) {
+    ASSERT_TRUE(cl.stack->Store(s, Content(s * 5, 1)).ok()) << s;  // incompressible
+  }
+  auto st = cl.stack->stats();
+  EXPECT_GT(st.slots_in[1], 0u);  // the local file took the rest
+  EXPECT_GT(st.slots_in[0], 0u);
+  EXPECT_EQ(st.slots_in[0] + st.slots_in[1], kSlots);
+  for (uint64_t s = 0; s < kSlots; ++s) {
+    ASSERT_TRUE(ReadsBack(cl.stack.get(), s, Content(s * 5, 1)));
+  }
+}
+
+TEST(Cluster, AllPeersGoneThenBack) {
+  Cluster c(3, "64M");
+  const uint64_t kSlots = 600;
+  Client cl = MakeClient(c, kSlots, 2, "", absl::Milliseconds(300));
+  std::vector<uint64_t> version(kSlots, 0);
+  auto write_range = [&](uint64_t from, uint64_t to, uint64_t v) {
+    for (uint64_t s = from; s < to; ++s) {
+      ASSERT_TRUE(cl.stack->Store(s, Content(s, v)).ok()) << s;
+      version[s] = v;
+    }
+  };
+  write_range(0, 200, 1);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(c.server(i).Stop(), 0);  // graceful: pages kept
+  write_range(200, 400, 1);  // nobody there: the local file
+  for (uint64_t s = 0; s < 400; ++s) {
+    // The first 200 are on stopped peers (a graceful stop keeps them on
+    // disk, but they are down now); reads of those wait for the peers.
+    if (s >= 200) {
+      ASSERT_TRUE(ReadsBack(cl.stack.get(), s, Content(s, 1)));
+    }
+  }
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(c.Restart(i)) << c.server(i).log();
+  // Health checks find them again (the channels back off for up to 1 s).
+  auto all_up = [&] {
+    for (const auto& p : cl.cluster->peers()) {
+      if (!p.eligible) return false;
+    }
+    return true;
+  };
+  for (int i = 0; i < 100 && !all_up(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(all_up());
+  write_range(400, 600, 1);
+  auto st = cl.stack->stats();
+  EXPECT_GE(st.slots_in[1], 200u);
+  EXPECT_GE(st.slots_in[0], 400u);  // used again after the restart
+  for (uint64_t s = 0; s < kSlots; ++s) {
+    ASSERT_TRUE(ReadsBack(cl.stack.get(), s, Content(s, version[s])));
+  }
+}
+
+TEST(Cluster, OverwritesWhileKillingPeersNeverReadStale) {
+  Cluster c(4, "64M");
+  const uint64_t kSlots = 8;  // few slots, many versions each
+  Client cl = MakeClient(c, kSlots, 2, "", absl::Milliseconds(500));
+  std::vector<uint64_t> version(kSlots, 0);
+  for (int round = 0; round < 3; ++round) {
+    for (int op = 0; op < 300; ++op) {
+      uint64_t slot = op % kSlots;
+      uint64_t v = version[slot] + 1;
+      ASSERT_TRUE(cl.stack->Store(slot, Content(slot, v)).ok());
+      version[slot] = v;
+      ASSERT_TRUE(ReadsBack(cl.stack.get(), slot, Content(slot, v)));
+      if (op == 150) c.server(round).Kill();
+    }
+    ASSERT_TRUE(c.Restart(round)) << c.server(round).log();  // lost its RAM
+    cl.cluster->CheckNowForTest();
+  }
+  for (uint64_t s = 0; s < kSlots; ++s) {
+    ASSERT_TRUE(ReadsBack(cl.stack.get(), s, Content(s, version[s])));
+  }
+  EXPECT_EQ(cl.stack->stats().load_failures, 0u);
+}
+
+TEST(Cluster, DrainingPeerGetsNoNewPagesAndItsPagesMoveOff) {
+  Cluster c(3, "64M");
+  Client cl = MakeClient(c, 300, 2);
+  for (uint64_t s = 0; s < 300; ++s) ASSERT_TRUE(cl.stack->Store(s, Content(s, 1)).ok());
+  ASSERT_GT(c.Status(2).pages_in_ram(), 0u);
+  c.Drain(2);
+  for (int i = 0; i < 20 && cl.cluster->SlotsNeedingRepair() > 0; ++i) {
+    cl.cluster->CheckNowForTest();
+  }
+  for (int i = 0; i < 100 && c.Status(2).pages_in_ram() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(c.Status(2).pages_in_ram(), 0u);
+  for (uint64_t s = 300; s > 0; --s) {
+    ASSERT_TRUE(cl.stack->Store(s - 1, Content(s - 1, 2)).ok());
+  }
+  EXPECT_EQ(c.Status(2).pages_in_ram(), 0u);
+  // With two usable peers left, replicas=2 still holds everywhere.
+  EXPECT_EQ(c.Status(0).pages_in_ram(), 300u);
+  EXPECT_EQ(c.Status(1).pages_in_ram(), 300u);
+  for (uint64_t s = 0; s < 300; ++s) ASSERT_TRUE(ReadsBack(cl.stack.get(), s, Content(s, 2)));
+}
+
+}  // namespace
+}  // namespace ramster
