@@ -1,0 +1,42 @@
+// BlockDevice: what the NBD front end serves. It knows nothing of tiers; a
+// TierStackDevice (tier_stack_device.h) puts the tier stack behind it.
+// Offsets and lengths are bytes; the NBD server checks them against size()
+// before calling.
+//
+// Error codes map to NBD errors in one place (nbd_server.cc):
+//   kInvalidArgument/kOutOfRange -> EINVAL, kResourceExhausted -> ENOSPC,
+//   everything else -> EIO.
+//
+// Thread safety: all methods may be called concurrently (NBD clients keep
+// many requests in flight).
+#ifndef RAMSTER_KERNEL_SHIM_BLOCK_DEVICE_H_
+#define RAMSTER_KERNEL_SHIM_BLOCK_DEVICE_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+
+namespace ramster {
+
+class BlockDevice {
+ public:
+  virtual ~BlockDevice() = default;
+
+  virtual uint64_t size() const = 0;
+  // REQUIRES for all: offset + length <= size().
+  virtual absl::Status Read(uint64_t offset, absl::Span<uint8_t> out) = 0;
+  virtual absl::Status Write(uint64_t offset, absl::Span<const uint8_t> data) = 0;
+  // Discard: afterwards the range reads as zeros and its storage is freed.
+  virtual absl::Status Trim(uint64_t offset, uint64_t length) = 0;
+  virtual absl::Status WriteZeroes(uint64_t offset, uint64_t length) = 0;
+  // Everything acknowledged so far is as durable as the device promises.
+  virtual absl::Status Flush() = 0;
+  // True when writes through one connection are visible to reads through
+  // every other connection (NBD_FLAG_CAN_MULTI_CONN).
+  virtual bool can_multi_conn() const = 0;
+};
+
+}  // namespace ramster
+
+#endif  // RAMSTER_KERNEL_SHIM_BLOCK_DEVICE_H_

@@ -1,0 +1,77 @@
+#include "kernel-shim/tier_stack_device.h"
+
+#include <cstring>
+
+namespace ramster {
+
+absl::Status TierStackDevice::Read(uint64_t offset, absl::Span<uint8_t> out) {
+  uint8_t page[kPageSize];
+  size_t done = 0;
+  while (done < out.size()) {
+    uint64_t pos = offset + done;
+    uint64_t slot = pos / kPageSize;
+    size_t in_page = pos % kPageSize;
+    size_t n = std::min(out.size() - done, kPageSize - in_page);
+    if (in_page == 0 && n == kPageSize) {
+      if (absl::Status s = stack_->Load(slot, out.subspan(done, kPageSize)); !s.ok()) return s;
+    } else {
+      if (absl::Status s = stack_->Load(slot, absl::MakeSpan(page, kPageSize)); !s.ok()) return s;
+      std::memcpy(out.data() + done, page + in_page, n);
+    }
+    done += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TierStackDevice::Write(uint64_t offset, absl::Span<const uint8_t> data) {
+  uint8_t page[kPageSize];
+  size_t done = 0;
+  while (done < data.size()) {
+    uint64_t pos = offset + done;
+    uint64_t slot = pos / kPageSize;
+    size_t in_page = pos % kPageSize;
+    size_t n = std::min(data.size() - done, kPageSize - in_page);
+    std::lock_guard<std::mutex> lock(LockFor(slot));
+    if (in_page == 0 && n == kPageSize) {
+      if (absl::Status s = stack_->Store(slot, data.subspan(done, kPageSize)); !s.ok()) return s;
+    } else {
+      // Read-modify-write inside the page, under the page's lock so that two
+      // partial writes to one page cannot lose each other's bytes.
+      if (absl::Status s = stack_->Load(slot, absl::MakeSpan(page, kPageSize)); !s.ok()) return s;
+      std::memcpy(page + in_page, data.data() + done, n);
+      if (absl::Status s = stack_->Store(slot, absl::MakeConstSpan(page, kPageSize)); !s.ok()) {
+        return s;
+      }
+    }
+    done += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TierStackDevice::ZeroRange(uint64_t offset, uint64_t length) {
+  static const uint8_t kZeros[kPageSize] = {};
+  const uint64_t end = offset + length;
+  for (uint64_t pos = offset; pos < end;) {
+    const uint64_t slot = pos / kPageSize;
+    const uint64_t n = std::min<uint64_t>(end - pos, kPageSize - pos % kPageSize);
+    if (n == kPageSize) {
+      // A whole page: forget it (a never-written slot reads as zeros).
+      std::lock_guard<std::mutex> lock(LockFor(slot));
+      stack_->Invalidate(slot, 1);
+    } else if (absl::Status s = Write(pos, absl::MakeConstSpan(kZeros, n)); !s.ok()) {
+      return s;
+    }
+    pos += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TierStackDevice::Trim(uint64_t offset, uint64_t length) {
+  return ZeroRange(offset, length);
+}
+
+absl::Status TierStackDevice::WriteZeroes(uint64_t offset, uint64_t length) {
+  return ZeroRange(offset, length);
+}
+
+}  // namespace ramster
