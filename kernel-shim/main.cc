@@ -1,0 +1,243 @@
+// ramster-shim: the block device the kernel swaps to.
+//
+//   ramster-shim --size=BYTES --peers=HOST:PORT,... --local-swap=PATH
+//                [--replicas=N] [--nbd-unix=PATH] [--nbd-listen=127.0.0.1:PORT]
+//                [--cache-size=BYTES] [--memory-budget=BYTES] [--self=NODE_ID]
+//                [--client-id=NAME] [--stats-file=PATH]
+//
+// Serves NBD in front of the tier stack: [local cache] -> cluster -> local
+// swap file. It runs when its host is short of memory, so it locks its
+// memory, marks itself an I/O flusher, and refuses to start if what it needs
+// does not fit --memory-budget. Logs one line when ready; SIGTERM stops it.
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "client/cluster_tier.h"
+#include "client/local_cache_tier.h"
+#include "client/local_file_tier.h"
+#include "client/tier_stack.h"
+#include "common/byte_size.h"
+#include "common/flags.h"
+#include "kernel-shim/nbd_server.h"
+#include "kernel-shim/tier_stack_device.h"
+
+ABSL_FLAG(ramster::ByteSize, size, ramster::ByteSize(0), "device size, a multiple of 4096 (e.g. 4G)");
+ABSL_FLAG(std::string, peers, "", "HOST:PORT,... of the ramster-servers (a name may resolve to many)");
+ABSL_FLAG(std::string, local_swap, "", "path of the local swap file (the last tier)");
+ABSL_FLAG(int, replicas, 0, "copies on distinct peers (default: 2 with 2+ peers, else 1)");
+ABSL_FLAG(std::string, nbd_unix, "", "serve NBD on this unix socket");
+ABSL_FLAG(std::string, nbd_listen, "", "serve NBD on this loopback TCP address");
+ABSL_FLAG(ramster::ByteSize, cache_size, ramster::ByteSize(0), "local compressed cache (0: none)");
+ABSL_FLAG(ramster::ByteSize, memory_budget, ramster::ByteSize(256ull << 20),
+          "most memory the shim may lock (slot map, cache, I/O buffers)");
+ABSL_FLAG(std::string, self, "", "node id of this host's own ramster-server (never a target)");
+ABSL_FLAG(std::string, client_id, "", "identity presented to peers (default: hostname)");
+ABSL_FLAG(std::string, stats_file, "", "write figures as JSON to this file every second");
+ABSL_FLAG(absl::Duration, call_timeout, absl::Seconds(2), "deadline of every call to a peer");
+ABSL_FLAG(std::string, admin_listen, "", "reserved: the shim's Admin endpoint (not built yet)");
+
+namespace ramster {
+namespace {
+
+constexpr uint32_t kSwapPool = 1;
+constexpr size_t kThreadStack = 512 << 10;
+
+std::string Hostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  return buf;
+}
+
+uint64_t RssBytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+std::string StatsJson(TierStack* stack, ClusterTier* cluster, const NbdServer& nbd) {
+  TierStack::Stats st = stack->stats();
+  std::string j = absl::StrCat(
+      "{\"stores\": ", st.stores, ", \"loads\": ", st.loads, ", \"invalidates\": ",
+      st.invalidates, ", \"same_filled\": ", st.same_filled, ", \"zero_loads\": ",
+      st.zero_loads, ", \"backups\": ", st.backups, ", \"not_durable\": ", st.not_durable,
+      ", \"load_fallbacks\": ", st.load_fallbacks, ", \"load_failures\": ", st.load_failures,
+      ", \"slots_filled\": ", st.slots_filled, ", \"rss_bytes\": ", RssBytes(),
+      ", \"slot_map_bytes_per_slot\": ", stack->slot_map()->BytesPerSlot(), ", \"tiers\": [");
+  for (size_t i = 0; i < stack->tier_count(); ++i) {
+    absl::StrAppend(&j, i ? ", " : "", "{\"name\": \"", stack->tier(i)->name(),
+                    "\", \"slots\": ", st.slots_in[i], ", \"stored\": ", st.stored_in[i],
+                    ", \"refused\": ", st.refused_by[i], "}");
+  }
+  absl::StrAppend(&j, "], \"peers\": [");
+  if (cluster != nullptr) {
+    bool first = true;
+    for (const auto& p : cluster->peers()) {
+      absl::StrAppend(&j, first ? "" : ", ", "{\"address\": \"", p.address, "\", \"node_id\": \"",
+                      p.node_id, "\", \"up\": ", p.up ? "true" : "false", ", \"stores\": ",
+                      p.stores, "}");
+      first = false;
+    }
+  }
+  NbdServer::Stats n = nbd.stats();
+  absl::StrAppend(&j, "], \"nbd\": {\"reads\": ", n.reads, ", \"writes\": ", n.writes,
+                  ", \"trims\": ", n.trims, ", \"errors\": ", n.errors,
+                  ", \"connections\": ", n.connections, "}}\n");
+  return j;
+}
+
+int Fail(const std::string& why) {
+  fprintf(stderr, "ramster-shim: %s\n", why.c_str());
+  return 2;
+}
+
+int Run() {
+  const uint64_t size = absl::GetFlag(FLAGS_size).bytes;
+  if (size == 0 || size % kPageSize != 0) return Fail("--size must be a positive multiple of 4096");
+  const std::string local_swap = absl::GetFlag(FLAGS_local_swap);
+  if (local_swap.empty()) return Fail("--local-swap is required (the last tier)");
+  NbdServerOptions nbd_options;
+  nbd_options.unix_path = absl::GetFlag(FLAGS_nbd_unix);
+  nbd_options.tcp_listen = absl::GetFlag(FLAGS_nbd_listen);
+  if (nbd_options.unix_path.empty() && nbd_options.tcp_listen.empty()) {
+    return Fail("give --nbd-unix or --nbd-listen");
+  }
+  std::vector<std::string> peers;
+  for (absl::string_view p : absl::StrSplit(absl::GetFlag(FLAGS_peers), ',', absl::SkipEmpty())) {
+    peers.emplace_back(p);
+  }
+  int replicas = absl::GetFlag(FLAGS_replicas);
+  if (replicas == 0) replicas = peers.size() >= 2 ? 2 : 1;
+
+  // What the shim will hold, against its budget.
+  const uint64_t slots = size / kPageSize;
+  const uint64_t budget = absl::GetFlag(FLAGS_memory_budget).bytes;
+  const uint64_t cache = absl::GetFlag(FLAGS_cache_size).bytes;
+  const uint64_t slot_map = slots * sizeof(SlotEntry);
+  const uint64_t buffers = nbd_options.buffer_pool_bytes;
+  const uint64_t overhead = 48ull << 20;  // code, libraries, thread stacks, gRPC
+  if (slot_map + cache + buffers + overhead > budget) {
+    return Fail(absl::StrCat("--memory-budget ", FormatBytes(budget), " is too small: slot map ",
+                             FormatBytes(slot_map), " + cache ", FormatBytes(cache),
+                             " + I/O buffers ", FormatBytes(buffers), " + ~",
+                             FormatBytes(overhead), " for the process"));
+  }
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // Small thread stacks: with mlockall every stack page is resident.
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, kThreadStack);
+  pthread_setattr_default_np(&attr);
+  pthread_attr_destroy(&attr);
+  // Writing pages out must not wait for memory that only writing pages out
+  // can free.
+  if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0) {
+    fprintf(stderr, "ramster-shim: warning: PR_SET_IO_FLUSHER: %s\n", strerror(errno));
+  }
+
+  std::vector<std::unique_ptr<Tier>> tiers;
+  if (cache > 0) tiers.push_back(std::make_unique<LocalCacheTier>(cache));
+  ClusterTier* cluster = nullptr;
+  if (!peers.empty()) {
+    ClusterOptions o;
+    o.peers = peers;
+    o.self_node_id = absl::GetFlag(FLAGS_self);
+    o.replicas = replicas;
+    o.peer.client_id = absl::GetFlag(FLAGS_client_id);
+    if (o.peer.client_id.empty()) o.peer.client_id = Hostname();
+    o.peer.boot_epoch = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+    o.peer.pool = kSwapPool;
+    o.peer.call_timeout = absl::GetFlag(FLAGS_call_timeout);
+    absl::StatusOr<std::unique_ptr<ClusterTier>> c = ClusterTier::Create(std::move(o));
+    if (!c.ok()) return Fail(c.status().ToString());
+    cluster = c->get();
+    tiers.push_back(std::move(*c));
+  }
+  absl::StatusOr<std::unique_ptr<LocalFileTier>> file = LocalFileTier::Open(local_swap, slots);
+  if (!file.ok()) return Fail(file.status().ToString());
+  tiers.push_back(std::move(*file));
+  TierStack stack(slots, kSwapPool, std::move(tiers));
+  TierStackDevice device(&stack);
+
+  NbdServer nbd(&device, nbd_options);
+  if (absl::Status s = nbd.Start(); !s.ok()) return Fail(s.ToString());
+  if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0) {
+    fprintf(stderr, "ramster-shim: warning: mlockall: %s (the swap path may stall)\n",
+            strerror(errno));
+  }
+
+  std::string where = nbd_options.unix_path.empty() ? "" : "unix:" + nbd_options.unix_path;
+  if (!nbd_options.tcp_listen.empty()) {
+    absl::StrAppend(&where, where.empty() ? "" : " and ", "tcp:127.0.0.1:", nbd.tcp_port());
+  }
+  fprintf(stderr,
+          "ramster-shim: ready: NBD on %s, %s device, %zu peers, replicas %d, local swap %s, "
+          "RSS %s\n",
+          where.c_str(), FormatBytes(size).c_str(), peers.size(), replicas, local_swap.c_str(),
+          FormatBytes(RssBytes()).c_str());
+  fflush(stderr);
+
+  // Figures for the demo and tests, once a second.
+  std::atomic<bool> stop{false};
+  std::thread stats;
+  const std::string stats_file = absl::GetFlag(FLAGS_stats_file);
+  if (!stats_file.empty()) {
+    stats = std::thread([&] {
+      while (!stop.load()) {
+        std::string tmp = stats_file + ".tmp";
+        {
+          std::ofstream out(tmp, std::ios::trunc);
+          out << StatsJson(&stack, cluster, nbd);
+        }
+        rename(tmp.c_str(), stats_file.c_str());
+        for (int i = 0; i < 10 && !stop.load(); ++i) absl::SleepFor(absl::Milliseconds(100));
+      }
+    });
+  }
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  fprintf(stderr, "ramster-shim: %s: stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  nbd.Stop();
+  stop = true;
+  if (stats.joinable()) stats.join();
+  TierStack::Stats st = stack.stats();
+  fprintf(stderr, "ramster-shim: stopped after %llu stores, %llu loads, %llu load failures\n",
+          static_cast<unsigned long long>(st.stores), static_cast<unsigned long long>(st.loads),
+          static_cast<unsigned long long>(st.load_failures));
+  return 0;
+}
+
+}  // namespace
+}  // namespace ramster
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "ramster-shim --size=BYTES --peers=HOST:PORT,... --local-swap=PATH [--replicas=N] "
+      "[--nbd-unix=PATH] [--nbd-listen=127.0.0.1:PORT] [--cache-size=BYTES] "
+      "[--memory-budget=BYTES]");
+  ramster::ParseCommandLineWithDashes(argc, argv);
+  return ramster::Run();
+}
