@@ -9,12 +9,20 @@
 namespace ramster::admin {
 namespace {
 
+std::string& AdminToken() {
+  static std::string* token = new std::string();
+  return *token;
+}
+
 // Issues one unary call with the deadline; the reply or the call's status.
 template <typename Request, typename Reply, typename Method>
 absl::StatusOr<Reply> Unary(v1::Admin::Stub& stub, Method method,
                             absl::Duration timeout, const Request& request) {
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  if (!AdminToken().empty()) {
+    context.AddMetadata("authorization", "Bearer " + AdminToken());
+  }
   Reply reply;
   grpc::Status status = (stub.*method)(&context, request, &reply);
   if (!status.ok()) return FromGrpcStatus(status);
@@ -22,6 +30,8 @@ absl::StatusOr<Reply> Unary(v1::Admin::Stub& stub, Method method,
 }
 
 }  // namespace
+
+void SetAdminToken(std::string token) { AdminToken() = std::move(token); }
 
 std::shared_ptr<grpc::ChannelCredentials> AdminChannelCredentials() {
   return grpc::InsecureChannelCredentials();

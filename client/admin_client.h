@@ -25,6 +25,10 @@ namespace ramster::admin {
 // place that changes when the admin API gets its own TLS credential.
 std::shared_ptr<grpc::ChannelCredentials> AdminChannelCredentials();
 
+// The admin token every call presents (metadata "authorization: Bearer
+// TOKEN"), for nodes that require one. Set once, before any call.
+void SetAdminToken(std::string token);
+
 // One node's Admin service. Every call carries a deadline of `timeout` and
 // fails fast (no waiting for the channel to become ready), so a node that is
 // down costs at most one timeout. Errors come back as absl::Status with the

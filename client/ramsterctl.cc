@@ -2,12 +2,15 @@
 // service and prints each node's answer; see Usage() in ramsterctl_args.cc.
 //
 // Exit status: 0 all nodes answered, 1 some node is down or refused, 2 usage.
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/types/span.h"
 #include "client/admin_client.h"
 #include "client/admin_reply.h"
@@ -69,6 +72,17 @@ int Main(int argc, char** argv) {
   }
   absl::StatusOr<Command> command = ParseCommand(options->words);
   if (!command.ok()) return UsageError(command.status());
+  if (!options->admin_token_file.empty()) {
+    std::ifstream in(options->admin_token_file);
+    std::stringstream token;
+    token << in.rdbuf();
+    std::string t(absl::StripAsciiWhitespace(token.str()));
+    if (!in || t.empty()) {
+      return UsageError(absl::InvalidArgumentError(
+          "cannot read an admin token from " + options->admin_token_file));
+    }
+    admin::SetAdminToken(std::move(t));
+  }
   return Run(*options, *command);
 }
 

@@ -1,5 +1,7 @@
 #include "client/ramsterctl_args.h"
 
+#include <algorithm>
+
 #include <utility>
 
 #include "absl/flags/commandlineflag.h"
@@ -10,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "common/byte_size.h"
@@ -22,6 +25,9 @@ ABSL_FLAG(bool, json, false,
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(2),
           "how long to wait for each node's answer; a node that does not "
           "answer in time is reported as down");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "file holding the admin token, for nodes started with "
+          "--admin-token-file");
 
 namespace ramster::ctl {
 namespace {
@@ -36,6 +42,7 @@ constexpr FlagSpec kFlags[] = {
     {"server", "HOST:PORT"},
     {"json", ""},
     {"timeout", "DURATION"},
+    {"admin_token_file", "PATH"},
 };
 
 // One of our flags by name; nullptr for any other name, including flags that
@@ -92,7 +99,10 @@ absl::StatusOr<Options> ParseArgs(absl::Span<char* const> argv) {
     arg.remove_prefix(arg[1] == '-' ? 2 : 1);
     const size_t equals = arg.find('=');
     const bool has_value = equals != absl::string_view::npos;
-    absl::string_view name = arg.substr(0, equals);
+    // --admin-token-file and --admin_token_file are the same flag.
+    std::string name_storage(arg.substr(0, equals));
+    std::replace(name_storage.begin(), name_storage.end(), '-', '_');
+    absl::string_view name = name_storage;
     std::string value(has_value ? arg.substr(equals + 1) : "");
 
     if (name == "help" || name == "h") {
@@ -131,6 +141,7 @@ absl::StatusOr<Options> ParseArgs(absl::Span<char* const> argv) {
   absl::SetFlag(&FLAGS_server, options.servers);
   options.json = absl::GetFlag(FLAGS_json);
   options.timeout = absl::GetFlag(FLAGS_timeout);
+  options.admin_token_file = absl::GetFlag(FLAGS_admin_token_file);
 
   if (!options.words.empty() && options.words[0] == "help") options.help = true;
   if (options.help) return options;
@@ -212,7 +223,7 @@ Flags:
 )";
   for (const FlagSpec& spec : kFlags) {
     const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(spec.name);
-    std::string synopsis = absl::StrCat("--", spec.name);
+    std::string synopsis = absl::StrCat("--", absl::StrReplaceAll(spec.name, {{"_", "-"}}));
     if (!spec.value_name.empty()) absl::StrAppend(&synopsis, "=", spec.value_name);
     std::string help = flag->Help();
     if (!flag->DefaultValue().empty() && !flag->IsOfType<bool>()) {

@@ -25,6 +25,8 @@ struct Options {
   std::vector<std::string> servers;
   bool json = false;
   absl::Duration timeout;
+  // Empty: no admin token is sent.
+  std::string admin_token_file;
   // --help, -h or the word "help": print Usage() and exit 0.
   bool help = false;
   // The words that are not flags: "quota", "set", "host-a", "64M".

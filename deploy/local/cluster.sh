@@ -17,7 +17,7 @@ start() {
   for i in $(seq 0 $((n - 1))); do
     mkdir -p "$dir/node$i"
     "$SERVER" --listen="127.0.0.1:$((base + i))" --node-id="node$i" --data-dir="$dir/node$i" "$@" \
-      2>"$dir/node$i.log" &
+      </dev/null >/dev/null 2>"$dir/node$i.log" &
     echo $! >"$dir/node$i.pid"
   done
   for i in $(seq 0 $((n - 1))); do

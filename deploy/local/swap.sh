@@ -49,7 +49,7 @@ up() {
   else
     local mnt="$STATE/fuse"
     mkdir -p "$mnt"
-    nbdfuse -P "$STATE/nbdfuse.pid" "$mnt/swap" --unix "$SOCKET" &
+    nbdfuse -P "$STATE/nbdfuse.pid" "$mnt/swap" --unix "$SOCKET" </dev/null >/dev/null 2>"$STATE/nbdfuse.log" &
     # nbdfuse forks its FUSE loop; wait for the file to appear.
     for _ in $(seq 100); do [ -e "$mnt/swap" ] && break; sleep 0.05; done
     [ -e "$mnt/swap" ] || { echo "swap.sh: nbdfuse did not mount $mnt" >&2; exit 1; }
