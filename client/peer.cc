@@ -18,16 +18,36 @@ constexpr size_t kMaxQueuedInvalidates = 1 << 16;
 
 Peer::Peer(int id, std::string address, PeerOptions options)
     : id_(id), address_(std::move(address)), options_(std::move(options)) {
+  Connect();
+  sender_ = std::thread([this] { SenderLoop(); });
+}
+
+void Peer::Connect() {
   grpc::ChannelArguments args;
   // Each peer its own connection, and fail fast while a peer is down: a
   // down peer is retried by health checks, not by stalled page calls.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetMaxReceiveMessageSize(4 << 20);
-  channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
-  stub_ = v1::PageStore::NewStub(channel_);
-  sender_ = std::thread([this] { SenderLoop(); });
+  // Addresses are resolved already (ClusterTier::Resolve); an ipv4:/ipv6:
+  // target skips gRPC's DNS resolver.
+  std::string target = address_;
+  if (!target.empty() && target[0] == '[') {
+    target = "ipv6:" + target;
+  } else if (target.find_first_not_of("0123456789.:") == std::string::npos) {
+    target = "ipv4:" + target;
+  }
+  auto channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<v1::PageStore::Stub> stub = v1::PageStore::NewStub(channel);
+  MutexLock lock(&mu_);
+  stub_ = std::move(stub);
+}
+
+std::shared_ptr<v1::PageStore::Stub> Peer::stub() const {
+  MutexLock lock(&mu_);
+  return stub_;
 }
 
 Peer::~Peer() {
@@ -72,6 +92,9 @@ void Peer::RecordCall(const grpc::Status& s) {
 }
 
 void Peer::CheckHealth() {
+  // A down peer gets a fresh connection at every check: gRPC's own
+  // reconnection backs off for seconds, far longer than a restart takes.
+  if (!up_.load()) Connect();
   if (!session_.load()) {
     grpc::ClientContext ctx;
     Prepare(&ctx);
@@ -81,7 +104,7 @@ void Peer::CheckHealth() {
     pool->set_id(options_.pool);
     pool->set_kind(options_.pool_kind);
     v1::OpenSessionResponse resp;
-    grpc::Status s = stub_->OpenSession(&ctx, req, &resp);
+    grpc::Status s = stub()->OpenSession(&ctx, req, &resp);
     RecordCall(s);
     if (!s.ok()) return;
     {
@@ -95,7 +118,7 @@ void Peer::CheckHealth() {
   v1::HeartbeatRequest req;
   req.set_boot_epoch(options_.boot_epoch);
   v1::HeartbeatResponse resp;
-  grpc::Status s = stub_->Heartbeat(&ctx, req, &resp);
+  grpc::Status s = stub()->Heartbeat(&ctx, req, &resp);
   RecordCall(s);
   if (!s.ok()) return;
   draining_ = resp.draining();
@@ -190,7 +213,7 @@ void Peer::SendStores(std::vector<std::pair<PendingStore*, Completion*>>* batch)
   grpc::ClientContext ctx;
   Prepare(&ctx);
   v1::StoreResponse resp;
-  grpc::Status s = stub_->Store(&ctx, req, &resp);
+  grpc::Status s = stub()->Store(&ctx, req, &resp);
   RecordCall(s);
   store_batches_++;
   bool any_full = false;
@@ -220,7 +243,7 @@ void Peer::SendInvalidates(std::vector<v1::InvalidateRange>* ranges) {
   grpc::ClientContext ctx;
   Prepare(&ctx);
   v1::InvalidateResponse resp;
-  grpc::Status s = stub_->Invalidate(&ctx, req, &resp);
+  grpc::Status s = stub()->Invalidate(&ctx, req, &resp);
   RecordCall(s);
   // A lost invalidation leaves an unreachable copy on the peer (its
   // generation is older than the slot's); the lease or the next epoch
@@ -239,7 +262,7 @@ absl::Status Peer::Load(const PageKey& key, uint32_t generation, uint64_t checks
   grpc::ClientContext ctx;
   Prepare(&ctx);
   v1::LoadResponse resp;
-  grpc::Status s = stub_->Load(&ctx, req, &resp);
+  grpc::Status s = stub()->Load(&ctx, req, &resp);
   RecordCall(s);
   if (!s.ok()) return FromGrpcStatus(s);
   if (resp.results_size() != 1) return absl::DataLossError("peer replied with no result");

@@ -118,6 +118,9 @@ class Peer {
   uint64_t invalidates_sent() const { return invalidates_sent_.load(); }
 
  private:
+  // (Re)creates the channel and stub.
+  void Connect();
+  std::shared_ptr<v1::PageStore::Stub> stub() const;
   void Prepare(grpc::ClientContext* ctx) const;
   void RecordCall(const grpc::Status& s);
   void SenderLoop();
@@ -128,8 +131,6 @@ class Peer {
   const int id_;
   const std::string address_;
   const PeerOptions options_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::PageStore::Stub> stub_;
 
   std::atomic<bool> up_{false};
   std::atomic<bool> session_{false};
@@ -141,6 +142,7 @@ class Peer {
   mutable Mutex mu_;
   CondVar cv_{&mu_};
   std::string node_id_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<v1::PageStore::Stub> stub_ ABSL_GUARDED_BY(mu_);
   std::deque<std::pair<PendingStore*, Completion*>> stores_ ABSL_GUARDED_BY(mu_);
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<v1::InvalidateRange> invalidates_ ABSL_GUARDED_BY(mu_);

@@ -238,10 +238,17 @@ TEST(Cluster, AllPeersGoneThenBack) {
     }
     return true;
   };
-  for (int i = 0; i < 100 && !all_up(); ++i) {
+  for (int i = 0; i < 300 && !all_up(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  ASSERT_TRUE(all_up());
+  if (!all_up()) {
+    for (const auto& p : cl.cluster->peers()) {
+      ADD_FAILURE() << p.address << " up=" << p.up << " draining=" << p.draining
+                    << " eligible=" << p.eligible;
+    }
+    for (int i = 0; i < 3; ++i) ADD_FAILURE() << c.server(i).log();
+    FAIL();
+  }
   write_range(400, 600, 1);
   auto st = cl.stack->stats();
   EXPECT_GE(st.slots_in[1], 200u);
