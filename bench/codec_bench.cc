@@ -1,7 +1,7 @@
 // How fast the page codec is, next to raw LZ4 on the same pages.
 //
-// The corpus is cut from files on this machine, so nothing large lives in the
-// repository:
+// The corpus (bench/page_corpus.h) is cut from files on this machine, so
+// nothing large lives in the repository:
 //   binary  4 KiB pages from ELF files (executables, shared libraries)
 //   text    4 KiB pages from text files (headers, documentation), laid end to
 //           end so that short files make whole pages
@@ -24,9 +24,7 @@
 //
 //   bazel build //bench:codec_bench
 //   bazel-bin/bench/codec_bench --json=/tmp/codec_bench.json
-#include <fcntl.h>
 #include <lz4.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -38,23 +36,20 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
-#include <system_error>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "bench/page_corpus.h"
 #include "common/page_codec.h"
 
 ABSL_FLAG(double, total_mib, 64, "Corpus size in MiB (4 KiB pages).");
@@ -77,7 +72,6 @@ ABSL_FLAG(std::string, json, "",
 namespace ramster {
 namespace {
 
-namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 [[noreturn]] void Die(const std::string& message) {
@@ -86,219 +80,28 @@ using Clock = std::chrono::steady_clock;
 }
 
 // ---------------------------------------------------------------------------
-// The corpus.
+// The corpus (bench/page_corpus.h), sized and mixed by the flags.
 
-enum PageClass { kBinary, kText, kZero, kRandom, kNumClasses };
-constexpr std::array<const char*, kNumClasses> kClassNames = {
-    "binary", "text", "zero", "random"};
-
-struct Corpus {
-  std::vector<uint8_t> bytes;  // page i is bytes[i * kPageSize, +kPageSize)
-  std::array<std::vector<uint32_t>, kNumClasses> pages;  // indices, by class
-  std::array<size_t, kNumClasses> files = {};  // files the pages came from
-  std::array<size_t, kNumClasses> wanted = {};
-
-  size_t size() const { return bytes.size() / kPageSize; }
-  absl::Span<const uint8_t> page(uint32_t i) const {
-    return {bytes.data() + size_t{i} * kPageSize, kPageSize};
-  }
-  uint8_t* Add(PageClass c) {
-    pages[c].push_back(static_cast<uint32_t>(size()));
-    bytes.resize(bytes.size() + kPageSize);
-    return bytes.data() + bytes.size() - kPageSize;
-  }
-};
-
-// Fisher-Yates on the raw generator, so that the order depends on the seed
-// alone and not on the standard library's distributions.
-template <typename T>
-void Shuffle(std::vector<T>& v, std::mt19937_64& rng) {
-  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng() % i]);
-}
-
-// Regular files under the directories, symlinks skipped so that a library
-// reached through its soname links counts once; sorted.
-std::vector<std::string> ListFiles(const std::string& dirs_csv) {
-  std::vector<std::string> files;
-  for (absl::string_view dir : absl::StrSplit(dirs_csv, ',', absl::SkipEmpty())) {
-    std::error_code ec;
-    fs::recursive_directory_iterator it(
-        fs::path(std::string(dir)),
-        fs::directory_options::skip_permission_denied, ec);
-    for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-      std::error_code st;
-      if (it->is_symlink(st) || !it->is_regular_file(st)) continue;
-      files.push_back(it->path().string());
-    }
-  }
-  std::sort(files.begin(), files.end());
-  files.erase(std::unique(files.begin(), files.end()), files.end());
-  return files;
-}
-
-class File {
- public:
-  explicit File(const std::string& path)
-      : fd_(open(path.c_str(), O_RDONLY | O_CLOEXEC)) {}
-  ~File() {
-    if (fd_ >= 0) close(fd_);
-  }
-  File(const File&) = delete;
-  File& operator=(const File&) = delete;
-
-  bool ok() const { return fd_ >= 0; }
-  uint64_t size() const {
-    struct stat st;
-    return fstat(fd_, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
-  }
-  bool ReadAt(uint64_t offset, void* buf, size_t n) const {
-    return pread(fd_, buf, n, static_cast<off_t>(offset)) ==
-           static_cast<ssize_t>(n);
-  }
-
- private:
-  int fd_;
-};
-
-void AddBinaryPages(const std::vector<std::string>& candidates, size_t want,
-                    size_t per_file, std::mt19937_64& rng, Corpus* corpus) {
-  for (const std::string& path : candidates) {
-    size_t have = corpus->pages[kBinary].size();
-    if (have >= want) break;
-    File f(path);
-    if (!f.ok()) continue;
-    size_t n_pages = f.size() / kPageSize;
-    char magic[4];
-    if (n_pages == 0 || !f.ReadAt(0, magic, 4) ||
-        std::memcmp(magic, "\x7f" "ELF", 4) != 0) {
-      continue;
-    }
-    // A random choice of the file's pages, read in file order.
-    size_t k = std::min({n_pages, per_file, want - have});
-    std::vector<uint32_t> idx(n_pages);
-    for (size_t i = 0; i < n_pages; ++i) idx[i] = static_cast<uint32_t>(i);
-    for (size_t i = 0; i < k; ++i) {
-      std::swap(idx[i], idx[i + rng() % (n_pages - i)]);
-    }
-    std::sort(idx.begin(), idx.begin() + static_cast<ptrdiff_t>(k));
-    bool any = false;
-    for (size_t i = 0; i < k; ++i) {
-      uint8_t page[kPageSize];
-      if (!f.ReadAt(uint64_t{idx[i]} * kPageSize, page, kPageSize)) continue;
-      std::memcpy(corpus->Add(kBinary), page, kPageSize);
-      any = true;
-    }
-    if (any) ++corpus->files[kBinary];
-  }
-}
-
-// Text: no NUL and almost no control characters; bytes >= 0x80 pass, for
-// UTF-8. Compressed files (/usr/share/doc/*.gz) fail.
-bool LooksLikeText(absl::Span<const uint8_t> bytes) {
-  size_t odd = 0;
-  for (uint8_t b : bytes) {
-    if (b == 0) return false;
-    if ((b < 0x20 && b != '\t' && b != '\n' && b != '\r' && b != '\f') ||
-        b == 0x7f) {
-      ++odd;
-    }
-  }
-  return odd * 100 <= bytes.size();
-}
-
-void AddTextPages(const std::vector<std::string>& candidates, size_t want,
-                  size_t per_file, std::mt19937_64& rng, Corpus* corpus) {
-  std::vector<uint8_t> stream;  // text laid end to end
-  const size_t want_bytes = want * kPageSize;
-  for (const std::string& path : candidates) {
-    if (stream.size() >= want_bytes) break;
-    File f(path);
-    if (!f.ok()) continue;
-    uint64_t size = f.size();
-    if (size < 64) continue;
-    // At most per_file pages' worth, from a random place in a long file.
-    uint64_t n = std::min<uint64_t>(
-        {size, per_file * kPageSize, want_bytes - stream.size()});
-    uint64_t offset = size > n ? rng() % (size - n + 1) : 0;
-    std::vector<uint8_t> buf(n);
-    if (!f.ReadAt(offset, buf.data(), buf.size()) || !LooksLikeText(buf)) {
-      continue;
-    }
-    stream.insert(stream.end(), buf.begin(), buf.end());
-    ++corpus->files[kText];
-  }
-  for (size_t off = 0; off + kPageSize <= stream.size(); off += kPageSize) {
-    std::memcpy(corpus->Add(kText), stream.data() + off, kPageSize);
-  }
-}
-
-// Parses "binary=45,text=30,..." into weights; classes not named weigh 0.
-std::array<double, kNumClasses> ParseMix(const std::string& mix) {
-  std::array<double, kNumClasses> w = {};
-  for (absl::string_view item : absl::StrSplit(mix, ',', absl::SkipEmpty())) {
-    std::pair<absl::string_view, absl::string_view> kv =
-        absl::StrSplit(item, absl::MaxSplits('=', 1));
-    int c = 0;
-    while (c < kNumClasses && kv.first != kClassNames[c]) ++c;
-    double value;
-    if (c == kNumClasses || !absl::SimpleAtod(kv.second, &value) ||
-        value < 0) {
-      Die(absl::StrCat("--mix: bad item '", item,
-                       "' (want class=weight, class one of binary, text, "
-                       "zero, random)"));
-    }
-    w[c] = value;
-  }
-  double sum = 0;
-  for (double x : w) sum += x;
-  if (sum <= 0) Die("--mix: all weights are zero");
-  for (double& x : w) x /= sum;
-  return w;
-}
-
-Corpus BuildCorpus(std::mt19937_64& rng) {
+PageCorpus BuildCorpus(std::mt19937_64& rng) {
   const double total_mib = absl::GetFlag(FLAGS_total_mib);
   const size_t total =
       static_cast<size_t>(std::llround(total_mib * 1024 * 1024 / kPageSize));
   if (total == 0) Die("--total_mib is too small for one page");
-  const int per_file_flag = absl::GetFlag(FLAGS_max_pages_per_file);
-  if (per_file_flag < 1) Die("--max_pages_per_file must be at least 1");
-  const size_t per_file = static_cast<size_t>(per_file_flag);
+  const int per_file = absl::GetFlag(FLAGS_max_pages_per_file);
+  if (per_file < 1) Die("--max_pages_per_file must be at least 1");
+  absl::StatusOr<std::array<double, kNumPageClasses>> mix =
+      ParsePageMix(absl::GetFlag(FLAGS_mix));
+  if (!mix.ok()) Die(absl::StrCat("--mix: ", mix.status().message()));
 
-  // Cumulative rounding, so the classes add up to exactly `total`.
-  std::array<double, kNumClasses> w = ParseMix(absl::GetFlag(FLAGS_mix));
-  Corpus corpus;
-  double cum = 0;
-  size_t assigned = 0;
-  for (int c = 0; c < kNumClasses; ++c) {
-    cum += w[c];
-    size_t upto = static_cast<size_t>(std::llround(cum * total));
-    corpus.wanted[c] = upto - assigned;
-    assigned = upto;
-  }
-  corpus.bytes.reserve(total * kPageSize);
-
-  if (corpus.wanted[kBinary] > 0) {
-    std::vector<std::string> files = ListFiles(absl::GetFlag(FLAGS_binary_dirs));
-    Shuffle(files, rng);
-    AddBinaryPages(files, corpus.wanted[kBinary], per_file, rng, &corpus);
-  }
-  if (corpus.wanted[kText] > 0) {
-    std::vector<std::string> files = ListFiles(absl::GetFlag(FLAGS_text_dirs));
-    Shuffle(files, rng);
-    AddTextPages(files, corpus.wanted[kText], per_file, rng, &corpus);
-  }
-  for (size_t i = 0; i < corpus.wanted[kZero]; ++i) {
-    std::memset(corpus.Add(kZero), 0, kPageSize);
-  }
-  for (size_t i = 0; i < corpus.wanted[kRandom]; ++i) {
-    uint8_t* p = corpus.Add(kRandom);
-    for (size_t off = 0; off < kPageSize; off += sizeof(uint64_t)) {
-      uint64_t x = rng();
-      std::memcpy(p + off, &x, sizeof(x));
-    }
-  }
-  return corpus;
+  PageCorpusOptions options;
+  options.total_pages = total;
+  options.weights = *mix;
+  options.binary_dirs = absl::GetFlag(FLAGS_binary_dirs);
+  options.text_dirs = absl::GetFlag(FLAGS_text_dirs);
+  options.max_pages_per_file = static_cast<size_t>(per_file);
+  absl::StatusOr<PageCorpus> corpus = BuildPageCorpus(options, rng);
+  if (!corpus.ok()) Die(std::string(corpus.status().message()));
+  return *std::move(corpus);
 }
 
 // ---------------------------------------------------------------------------
@@ -329,7 +132,7 @@ double Seconds(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-double Encode(Method m, const Corpus& corpus, const std::vector<uint32_t>& order,
+double Encode(Method m, const PageCorpus& corpus, const std::vector<uint32_t>& order,
               Stored* st) {
   Clock::time_point start = Clock::now();
   if (m == kCodec) {
@@ -372,7 +175,7 @@ double Decode(Method m, const std::vector<uint32_t>& order, Stored* st,
 }
 
 // The checksum alone (the part of the codec that raw LZ4 does not do).
-double Checksum(const Corpus& corpus, const std::vector<uint32_t>& order) {
+double Checksum(const PageCorpus& corpus, const std::vector<uint32_t>& order) {
   Clock::time_point start = Clock::now();
   uint64_t x = 0;
   for (uint32_t i : order) x ^= PageChecksum(corpus.page(i));
@@ -384,7 +187,7 @@ double Checksum(const Corpus& corpus, const std::vector<uint32_t>& order) {
 
 // Every page comes back identical from both sides; where the codec chose LZ4
 // its payload is byte for byte what raw LZ4 produced.
-void Verify(const Corpus& corpus, Stored* st) {
+void Verify(const PageCorpus& corpus, Stored* st) {
   std::vector<uint8_t> out(kPageSize);
   for (uint32_t i = 0; i < corpus.size(); ++i) {
     const EncodedPage& e = st->codec[i];
@@ -441,11 +244,6 @@ struct Group {
   }
 };
 
-// Names the corpus, so that runs can be told to have measured the same pages.
-uint64_t Fingerprint(const Corpus& corpus) {
-  return XXH3_64bits(corpus.bytes.data(), corpus.bytes.size());
-}
-
 std::string CpuModel() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;
@@ -458,7 +256,7 @@ std::string CpuModel() {
   return "unknown";
 }
 
-void PrintTable(const std::vector<Group>& groups, const Corpus& corpus,
+void PrintTable(const std::vector<Group>& groups, const PageCorpus& corpus,
                 int rounds, uint64_t seed) {
   std::printf("codec_bench: %zu pages (%.1f MiB), median of %d rounds, seed %llu\n",
               corpus.size(), corpus.size() * kPageSize / 1048576.0, rounds,
@@ -467,11 +265,11 @@ void PrintTable(const std::vector<Group>& groups, const Corpus& corpus,
               sysconf(_SC_NPROCESSORS_ONLN), LZ4_versionString(),
               XXH_versionNumber());
   std::printf("corpus fingerprint (XXH3 of all pages): %016llx\n",
-              static_cast<unsigned long long>(Fingerprint(corpus)));
-  for (int c = 0; c < kNumClasses; ++c) {
+              static_cast<unsigned long long>(PageCorpusFingerprint(corpus)));
+  for (int c = 0; c < kNumPageClasses; ++c) {
     if (corpus.wanted[c] == 0) continue;
-    std::printf("  %-7s %6zu pages", kClassNames[c], corpus.pages[c].size());
-    if (c == kBinary || c == kText) {
+    std::printf("  %-7s %6zu pages", kPageClassNames[c], corpus.pages[c].size());
+    if (c == kBinaryPage || c == kTextPage) {
       std::printf(" from %zu files", corpus.files[c]);
     }
     if (corpus.pages[c].size() < corpus.wanted[c]) {
@@ -540,7 +338,7 @@ std::string JsonSamples(const std::vector<double>& v) {
 }
 
 void WriteJson(const std::string& path, const std::vector<Group>& groups,
-               const Corpus& corpus, int rounds, uint64_t seed) {
+               const PageCorpus& corpus, int rounds, uint64_t seed) {
   std::string j = "{\n";
   absl::StrAppendFormat(&j,
                         "  \"benchmark\": \"codec_bench\",\n"
@@ -553,12 +351,12 @@ void WriteJson(const std::string& path, const std::vector<Group>& groups,
                         JsonString(CpuModel()),
                         JsonString(LZ4_versionString()), XXH_versionNumber(),
                         rounds, seed, kPageSize, corpus.size(),
-                        Fingerprint(corpus));
-  for (int c = 0; c < kNumClasses; ++c) {
+                        PageCorpusFingerprint(corpus));
+  for (int c = 0; c < kNumPageClasses; ++c) {
     absl::StrAppendFormat(&j,
                           "%s\n    \"%s\": {\"pages\": %u, \"wanted\": %u, "
                           "\"files\": %u}",
-                          c ? "," : "", kClassNames[c], corpus.pages[c].size(),
+                          c ? "," : "", kPageClassNames[c], corpus.pages[c].size(),
                           corpus.wanted[c], corpus.files[c]);
   }
   j += "\n  },\n  \"results\": [";
@@ -608,13 +406,13 @@ int Run() {
   if (rounds < 1) Die("--rounds must be at least 1");
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   std::mt19937_64 rng(seed);
-  Corpus corpus = BuildCorpus(rng);
+  PageCorpus corpus = BuildCorpus(rng);
   if (corpus.size() == 0) Die("empty corpus");
 
   std::vector<Group> groups;
-  for (int c = 0; c < kNumClasses; ++c) {
+  for (int c = 0; c < kNumPageClasses; ++c) {
     Group g;
-    g.name = kClassNames[c];
+    g.name = kPageClassNames[c];
     g.order = corpus.pages[c];
     groups.push_back(std::move(g));
   }
@@ -623,7 +421,7 @@ int Run() {
   for (const auto& pages : corpus.pages) {
     mix.order.insert(mix.order.end(), pages.begin(), pages.end());
   }
-  Shuffle(mix.order, rng);
+  ShuffleWith(mix.order, rng);
   groups.push_back(std::move(mix));
 
   Stored stored(corpus.size());
