@@ -1,0 +1,800 @@
+#include "kernel-shim/nbd_server.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace ramster {
+
+using nbd::Request;
+
+namespace {
+
+// Option data longer than this is a denial of service, not a request.
+constexpr uint32_t kMaxOptionBytes = 64 << 10;
+// Options one connection may send before it must choose the export.
+constexpr int kMaxOptions = 1024;
+constexpr uint32_t kMinimumBlock = 1;
+constexpr uint32_t kPreferredBlock = 4096;
+constexpr size_t kMaxRequestLimit = size_t{1} << 30;
+
+enum class Io { kOk, kEof, kError };
+
+// Reads exactly `n` bytes. kEof when the peer closed before the first byte
+// or part way (both end the connection).
+Io ReadFull(int fd, void* buf, size_t n) {
+  auto* p = static_cast<uint8_t*>(buf);
+  while (n > 0) {
+    ssize_t r = recv(fd, p, n, 0);
+    if (r > 0) {
+      p += r;
+      n -= static_cast<size_t>(r);
+    } else if (r == 0) {
+      return Io::kEof;
+    } else if (errno != EINTR) {
+      return Io::kError;
+    }
+  }
+  return Io::kOk;
+}
+
+// Reads and drops `n` bytes (the payload of a rejected WRITE).
+Io Discard(int fd, uint64_t n) {
+  uint8_t sink[16 << 10];
+  while (n > 0) {
+    size_t chunk = n < sizeof(sink) ? static_cast<size_t>(n) : sizeof(sink);
+    if (Io r = ReadFull(fd, sink, chunk); r != Io::kOk) return r;
+    n -= chunk;
+  }
+  return Io::kOk;
+}
+
+// Sends all of `iov` (modified as it goes). False on any error, including
+// the send timeout.
+bool SendAll(int fd, iovec* iov, int count) {
+  while (count > 0) {
+    msghdr msg = {};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(count);
+    ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    auto done = static_cast<size_t>(w);
+    while (count > 0 && done >= iov->iov_len) {
+      done -= iov->iov_len;
+      ++iov;
+      --count;
+    }
+    if (count > 0) {
+      iov->iov_base = static_cast<uint8_t*>(iov->iov_base) + done;
+      iov->iov_len -= done;
+    }
+  }
+  return true;
+}
+
+bool SetTimeout(int fd, int option, absl::Duration d) {
+  timeval tv = absl::ToTimeval(d);
+  return setsockopt(fd, SOL_SOCKET, option, &tv, sizeof(tv)) == 0;
+}
+
+std::string ErrnoText(absl::string_view what) {
+  return absl::StrCat(what, ": ", strerror(errno));
+}
+
+}  // namespace
+
+uint32_t NbdErrno(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kOk:
+      return 0;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+      return nbd::kEinval;
+    case absl::StatusCode::kResourceExhausted:
+      return nbd::kEnospc;
+    default:
+      return nbd::kEio;
+  }
+}
+
+// ---- internals ---------------------------------------------------------------
+
+// One client. The reader thread owns the socket's read side; replies are
+// written by whichever thread finished the request, under write_mu_.
+class NbdServer::Connection {
+ public:
+  Connection(int fd, uint64_t id) : id(id), fd_(fd) {}
+
+  const uint64_t id;
+  std::thread thread;
+  std::atomic<bool> finished{false};
+
+  // The socket; -1 once closed. The reader thread reads it and closes it
+  // once no request is in flight; workers write replies to it while their
+  // request is in flight (so before the close); Stop only shuts it down,
+  // under mu_ (so never after the close). Lock order: write_mu_, then mu_.
+  int fd() const { return fd_; }
+
+  // Sends one message (all of `iov`) unless the connection is broken. A
+  // failed send breaks it and shuts the socket down, which ends the reader.
+  bool Send(iovec* iov, int count) {
+    MutexLock lock(&write_mu_);
+    if (broken_) return false;
+    if (SendAll(fd_, iov, count)) return true;
+    broken_ = true;
+    Shutdown(SHUT_RDWR);
+    return false;
+  }
+
+  bool SendReply(uint64_t handle, uint32_t error, absl::Span<const uint8_t> data = {}) {
+    auto header = nbd::EncodeSimpleReply(handle, error);
+    iovec iov[2] = {{header.data(), header.size()},
+                    {const_cast<uint8_t*>(data.data()), data.size()}};
+    return Send(iov, data.empty() ? 1 : 2);
+  }
+
+  bool SendOptionReply(uint32_t option, uint32_t type, absl::Span<const uint8_t> data = {}) {
+    auto header = nbd::EncodeOptionReplyHeader(option, type, static_cast<uint32_t>(data.size()));
+    iovec iov[2] = {{header.data(), header.size()},
+                    {const_cast<uint8_t*>(data.data()), data.size()}};
+    return Send(iov, data.empty() ? 1 : 2);
+  }
+
+  bool SendOptionError(uint32_t option, uint32_t type, absl::string_view message) {
+    return SendOptionReply(
+        option, type,
+        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(message.data()), message.size()));
+  }
+
+  void Shutdown(int how) {
+    MutexLock lock(&mu_);
+    if (fd_ >= 0) shutdown(fd_, how);
+  }
+
+  void Started() {
+    MutexLock lock(&mu_);
+    ++inflight_;
+  }
+  void Done() {
+    MutexLock lock(&mu_);
+    if (--inflight_ == 0) idle_.SignalAll();
+  }
+  // Waits for the requests in flight, then closes the socket.
+  void DrainAndClose() {
+    MutexLock lock(&mu_);
+    while (inflight_ > 0) idle_.Wait();
+    close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_;
+  Mutex write_mu_;
+  bool broken_ ABSL_GUARDED_BY(write_mu_) = false;
+  Mutex mu_;
+  CondVar idle_{&mu_};
+  int inflight_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+struct NbdServer::Job {
+  Connection* conn = nullptr;
+  Request request;
+  NbdBufferPool::Buffer buffer;
+};
+
+// A fixed ring of jobs between the readers and the workers: Push blocks
+// while it is full, Pop while it is empty; after Close, Pop drains what is
+// left and then returns false.
+class NbdServer::JobQueue {
+ public:
+  explicit JobQueue(size_t capacity) : ring_(capacity) {}
+
+  void Push(Job job) {
+    MutexLock lock(&mu_);
+    while (count_ == ring_.size()) not_full_.Wait();
+    ring_[(head_ + count_) % ring_.size()] = std::move(job);
+    ++count_;
+    not_empty_.Signal();
+  }
+
+  bool Pop(Job* job) {
+    MutexLock lock(&mu_);
+    while (count_ == 0 && !closed_) not_empty_.Wait();
+    if (count_ == 0) return false;
+    *job = std::move(ring_[head_]);
+    head_ = (head_ + 1) % ring_.size();
+    --count_;
+    not_full_.Signal();
+    return true;
+  }
+
+  void Close() {
+    MutexLock lock(&mu_);
+    closed_ = true;
+    not_empty_.SignalAll();
+  }
+
+ private:
+  Mutex mu_;
+  CondVar not_full_{&mu_}, not_empty_{&mu_};
+  std::vector<Job> ring_ ABSL_GUARDED_BY(mu_);
+  size_t head_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t count_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// ---- lifecycle ---------------------------------------------------------------
+
+NbdServer::NbdServer(BlockDevice* device, NbdServerOptions options)
+    : device_(device), options_(std::move(options)) {}
+
+NbdServer::~NbdServer() { Stop(); }
+
+absl::Status NbdServer::ValidateOptions() const {
+  if (device_ == nullptr) return absl::InvalidArgumentError("nbd: no device");
+  if (options_.workers < 1 || options_.workers > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat("nbd: workers=", options_.workers));
+  }
+  if (options_.max_request_bytes < kPreferredBlock ||
+      options_.max_request_bytes > kMaxRequestLimit) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "nbd: max_request_bytes=", options_.max_request_bytes, " (4 KiB to 1 GiB)"));
+  }
+  if (options_.queue_depth < 1) return absl::InvalidArgumentError("nbd: queue_depth < 1");
+  if (options_.max_connections < 1) return absl::InvalidArgumentError("nbd: max_connections < 1");
+  if (options_.export_name.size() > nbd::kMaxStringBytes) {
+    return absl::InvalidArgumentError("nbd: export name longer than 4096 bytes");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NbdServer::Start() {
+  if (started_) return absl::FailedPreconditionError("nbd: Start called twice");
+  if (absl::Status s = ValidateOptions(); !s.ok()) return s;
+  started_ = true;  // from here on Stop() undoes whatever was set up
+
+  pool_ = std::make_unique<NbdBufferPool>(
+      std::max(options_.buffer_pool_bytes, options_.max_request_bytes));
+  queue_ = std::make_unique<JobQueue>(static_cast<size_t>(options_.queue_depth));
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+    Stop();
+    return absl::UnavailableError(ErrnoText("nbd: pipe"));
+  }
+  wake_read_ = pipe_fds[0];
+  wake_write_ = pipe_fds[1];
+  if (!options_.unix_path.empty()) {
+    if (absl::Status s = ListenUnix(); !s.ok()) {
+      Stop();
+      return s;
+    }
+  }
+  if (!options_.tcp_listen.empty()) {
+    if (absl::Status s = ListenTcp(); !s.ok()) {
+      Stop();
+      return s;
+    }
+  }
+  for (int i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  acceptor_ = std::thread([this] { AcceptLoop(); });
+  return absl::OkStatus();
+}
+
+absl::Status NbdServer::ListenUnix() {
+  const std::string& path = options_.unix_path;
+  sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("nbd: unix socket path too long: ", path));
+  }
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::UnavailableError(ErrnoText("nbd: socket"));
+  // A socket file left by a server that died may be replaced; one that a
+  // live server answers on may not.
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      close(fd);
+      return absl::FailedPreconditionError(
+          absl::StrCat("nbd: a server is already listening on ", path));
+    }
+    close(fd);
+    unlink(path.c_str());
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return absl::UnavailableError(ErrnoText("nbd: socket"));
+  }
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    std::string err = ErrnoText(absl::StrCat("nbd: bind ", path));
+    close(fd);
+    return absl::UnavailableError(err);
+  }
+  unix_bound_ = true;
+  if (listen(fd, 64) != 0) {
+    std::string err = ErrnoText("nbd: listen");
+    close(fd);
+    return absl::UnavailableError(err);
+  }
+  unix_fd_ = fd;
+  return absl::OkStatus();
+}
+
+absl::Status NbdServer::ListenTcp() {
+  const std::string& spec = options_.tcp_listen;
+  size_t colon = spec.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("nbd: tcp address is not HOST:PORT: ", spec));
+  }
+  std::string host = spec.substr(0, colon);
+  std::string port = spec.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  int port_number;
+  if (!absl::SimpleAtoi(port, &port_number) || port_number < 0 || port_number > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("nbd: bad tcp port in ", spec));
+  }
+  addrinfo hints = {};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+  addrinfo* res = nullptr;
+  if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0 || res == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("nbd: tcp host must be a numeric address: ", spec, ": ", gai_strerror(rc)));
+  }
+  // NBD has no authentication: anyone who can connect can read and write
+  // the device. Only loopback.
+  bool loopback = false;
+  if (res->ai_family == AF_INET) {
+    auto* in = reinterpret_cast<sockaddr_in*>(res->ai_addr);
+    loopback = (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+  } else if (res->ai_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(res->ai_addr);
+    loopback = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+  }
+  if (!loopback) {
+    freeaddrinfo(res);
+    return absl::InvalidArgumentError(
+        absl::StrCat("nbd: refusing to listen on a non-loopback address: ", spec));
+  }
+  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    freeaddrinfo(res);
+    return absl::UnavailableError(ErrnoText("nbd: socket"));
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  int rc = bind(fd, res->ai_addr, res->ai_addrlen);
+  freeaddrinfo(res);
+  if (rc != 0 || listen(fd, 64) != 0) {
+    std::string err = ErrnoText(absl::StrCat("nbd: bind/listen ", spec));
+    close(fd);
+    return absl::UnavailableError(err);
+  }
+  sockaddr_storage bound = {};
+  socklen_t len = sizeof(bound);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+  tcp_port_ = ntohs(bound.ss_family == AF_INET
+                        ? reinterpret_cast<sockaddr_in*>(&bound)->sin_port
+                        : reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
+  tcp_fd_ = fd;
+  return absl::OkStatus();
+}
+
+void NbdServer::Wake() {
+  if (wake_write_ < 0) return;
+  char c = 1;
+  // Non-blocking: a full pipe already means "wake up".
+  [[maybe_unused]] ssize_t n = write(wake_write_, &c, 1);
+}
+
+void NbdServer::Stop() {
+  if (!started_) return;
+  {
+    MutexLock lock(&conns_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  Wake();
+  if (acceptor_.joinable()) acceptor_.join();
+  for (int* fd : {&unix_fd_, &tcp_fd_}) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+  }
+  if (unix_bound_) unlink(options_.unix_path.c_str());
+  unix_bound_ = false;
+  // No new connections can appear now (stopping_). Ending the read side
+  // makes each reader stop taking requests; the requests in flight finish
+  // and their replies are sent before the reader closes the socket.
+  std::list<std::unique_ptr<Connection>> conns;
+  {
+    MutexLock lock(&conns_mu_);
+    conns.swap(conns_);
+  }
+  for (auto& c : conns) c->Shutdown(SHUT_RD);
+  for (auto& c : conns) c->thread.join();
+  conns.clear();
+  if (queue_) queue_->Close();
+  for (std::thread& t : workers_) t.join();
+  workers_.clear();
+  for (int* fd : {&wake_read_, &wake_write_}) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+  }
+}
+
+NbdServerStats NbdServer::stats() const {
+  NbdServerStats s;
+  s.reads = reads_;
+  s.writes = writes_;
+  s.flushes = flushes_;
+  s.trims = trims_;
+  s.write_zeroes = write_zeroes_;
+  s.disconnects = disconnects_;
+  s.unknown_commands = unknown_commands_;
+  s.bytes_read = bytes_read_;
+  s.bytes_written = bytes_written_;
+  s.errors = errors_;
+  s.device_errors = device_errors_;
+  s.protocol_errors = protocol_errors_;
+  s.connections_accepted = accepted_;
+  s.connections_rejected = rejected_;
+  s.connections_active = active_;
+  if (pool_) {
+    s.buffer_pool_bytes = pool_->capacity();
+    s.buffer_bytes_in_use = pool_->bytes_in_use();
+    s.buffer_waits = pool_->waits();
+    s.buffer_waiting = pool_->waiting();
+  }
+  return s;
+}
+
+// ---- connections -------------------------------------------------------------
+
+void NbdServer::AcceptLoop() {
+  for (;;) {
+    pollfd fds[3];
+    int n = 0;
+    fds[n++] = {wake_read_, POLLIN, 0};
+    if (unix_fd_ >= 0) fds[n++] = {unix_fd_, POLLIN, 0};
+    if (tcp_fd_ >= 0) fds[n++] = {tcp_fd_, POLLIN, 0};
+    if (poll(fds, static_cast<nfds_t>(n), -1) < 0) {
+      if (errno == EINTR) continue;
+      if (options_.log_errors) fprintf(stderr, "nbd: poll: %s\n", strerror(errno));
+      return;
+    }
+    if (fds[0].revents != 0) {
+      char buf[64];
+      while (read(wake_read_, buf, sizeof(buf)) > 0) {
+      }
+      {
+        MutexLock lock(&conns_mu_);
+        if (stopping_) return;
+      }
+      Reap();
+    }
+    for (int i = 1; i < n; ++i) {
+      if ((fds[i].revents & POLLIN) == 0) continue;
+      int fd = accept4(fds[i].fd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED && options_.log_errors) {
+          fprintf(stderr, "nbd: accept: %s\n", strerror(errno));
+          // Out of descriptors: do not spin on a listening socket that
+          // stays readable.
+          if (errno == EMFILE || errno == ENFILE) usleep(100 * 1000);
+        }
+        continue;
+      }
+      if (fds[i].fd == tcp_fd_) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      }
+      ServeSocket(fd).IgnoreError();  // counted in stats when refused
+    }
+  }
+}
+
+absl::Status NbdServer::ServeSocket(int fd) {
+  MutexLock lock(&conns_mu_);
+  if (!started_ || stopping_) {
+    close(fd);
+    return absl::FailedPreconditionError("nbd: server not running");
+  }
+  if (active_ >= static_cast<uint64_t>(options_.max_connections)) {
+    ++rejected_;  // counted before the client can see the close
+    close(fd);
+    if (options_.log_errors) {
+      fprintf(stderr, "nbd: refusing a connection: %d already open\n", options_.max_connections);
+    }
+    return absl::ResourceExhaustedError("nbd: too many connections");
+  }
+  SetTimeout(fd, SO_SNDTIMEO, options_.send_timeout);
+  SetTimeout(fd, SO_RCVTIMEO, options_.handshake_timeout);
+  ++accepted_;
+  ++active_;
+  auto conn = std::make_unique<Connection>(fd, next_conn_id_++);
+  Connection* c = conn.get();
+  conns_.push_back(std::move(conn));
+  c->thread = std::thread([this, c] { Serve(c); });
+  return absl::OkStatus();
+}
+
+void NbdServer::Reap() {
+  std::list<std::unique_ptr<Connection>> done;
+  {
+    MutexLock lock(&conns_mu_);
+    for (auto it = conns_.begin(); it != conns_.end();) {
+      if ((*it)->finished) {
+        done.push_back(std::move(*it));
+        it = conns_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& c : done) c->thread.join();
+}
+
+void NbdServer::ProtocolError(Connection* c, absl::string_view what) {
+  ++protocol_errors_;
+  if (options_.log_errors) {
+    fprintf(stderr, "nbd: connection %llu: %.*s; disconnecting\n",
+            static_cast<unsigned long long>(c->id), static_cast<int>(what.size()), what.data());
+  }
+}
+
+void NbdServer::Serve(Connection* c) {
+  if (Handshake(c)) {
+    SetTimeout(c->fd(), SO_RCVTIMEO, absl::ZeroDuration());  // idle is fine now
+    Transmission(c);
+  }
+  c->DrainAndClose();
+  --active_;
+  c->finished = true;
+  Wake();  // the acceptor reaps this thread
+}
+
+uint16_t NbdServer::TransmissionFlags() const {
+  uint16_t flags = nbd::kFlagHasFlags | nbd::kFlagSendFlush | nbd::kFlagSendFua |
+                   nbd::kFlagSendTrim | nbd::kFlagSendWriteZeroes;
+  if (device_->can_multi_conn()) flags |= nbd::kFlagCanMultiConn;
+  return flags;
+}
+
+// ---- handshake -----------------------------------------------------------------
+
+bool NbdServer::Handshake(Connection* c) {
+  const int fd = c->fd();
+  auto greeting = nbd::EncodeGreeting(nbd::kFlagFixedNewstyle | nbd::kFlagNoZeroes);
+  iovec iov = {greeting.data(), greeting.size()};
+  if (!c->Send(&iov, 1)) return false;
+
+  uint8_t flag_bytes[4];
+  if (ReadFull(fd, flag_bytes, sizeof(flag_bytes)) != Io::kOk) return false;
+  uint32_t client_flags;
+  nbd::WireReader(flag_bytes).U32(&client_flags);
+  if ((client_flags & ~nbd::kKnownClientFlags) != 0) {
+    ProtocolError(c, absl::StrCat("unknown client flags 0x", absl::Hex(client_flags)));
+    return false;
+  }
+  const bool no_zeroes = (client_flags & nbd::kClientFlagNoZeroes) != 0;
+
+  std::vector<uint8_t> data;
+  for (int count = 0; count < kMaxOptions; ++count) {
+    uint8_t header_bytes[nbd::kOptionHeaderBytes];
+    if (ReadFull(fd, header_bytes, sizeof(header_bytes)) != Io::kOk) return false;
+    absl::StatusOr<nbd::OptionHeader> header = nbd::DecodeOptionHeader(header_bytes);
+    if (!header.ok()) {
+      ProtocolError(c, header.status().message());
+      return false;
+    }
+    const uint32_t option = header->option;
+    if (header->length > kMaxOptionBytes) {
+      // Reading it would take as long as the client likes; say why, then
+      // drop the connection (the spec allows that for a denial of service).
+      c->SendOptionError(option, nbd::kRepErrTooBig, "option data longer than 64 KiB");
+      ProtocolError(c, absl::StrCat(nbd::OptionName(option), " with ", header->length,
+                                    " bytes of data"));
+      return false;
+    }
+    data.resize(header->length);
+    if (ReadFull(fd, data.data(), data.size()) != Io::kOk) return false;
+
+    switch (option) {
+      case nbd::kOptExportName: {
+        absl::string_view name(reinterpret_cast<const char*>(data.data()), data.size());
+        if (!ExportNameOk(name)) {
+          // This option has no error reply: the spec says disconnect.
+          ProtocolError(c, absl::StrCat("NBD_OPT_EXPORT_NAME for unknown export '",
+                                        name.substr(0, 64), "'"));
+          return false;
+        }
+        std::array<uint8_t, nbd::kExportNameReplyBytes + nbd::kExportNameZeroes> reply;
+        size_t n = nbd::EncodeExportNameReply(device_->size(), TransmissionFlags(), no_zeroes,
+                                              &reply);
+        iovec r = {reply.data(), n};
+        return c->Send(&r, 1);
+      }
+      case nbd::kOptAbort:
+        c->SendOptionReply(option, nbd::kRepAck);
+        return false;
+      case nbd::kOptList: {
+        if (!data.empty()) {
+          if (!c->SendOptionError(option, nbd::kRepErrInvalid, "NBD_OPT_LIST takes no data")) {
+            return false;
+          }
+          break;
+        }
+        const std::string& name = options_.export_name;
+        std::vector<uint8_t> server(4 + name.size());
+        nbd::PutU32(server.data(), static_cast<uint32_t>(name.size()));
+        std::memcpy(server.data() + 4, name.data(), name.size());
+        if (!c->SendOptionReply(option, nbd::kRepServer, server) ||
+            !c->SendOptionReply(option, nbd::kRepAck)) {
+          return false;
+        }
+        break;
+      }
+      case nbd::kOptInfo:
+      case nbd::kOptGo: {
+        bool go = false;
+        if (!HandleInfo(c, option, data, &go)) return false;
+        if (go) return true;
+        break;
+      }
+      default:
+        // STARTTLS, STRUCTURED_REPLY, meta contexts, extended headers and
+        // anything unknown: its data was read, the stream is in sync.
+        if (!c->SendOptionError(option, nbd::kRepErrUnsup,
+                                absl::StrCat(nbd::OptionName(option), " (", option,
+                                             ") is not supported"))) {
+          return false;
+        }
+        break;
+    }
+  }
+  ProtocolError(c, absl::StrCat("more than ", kMaxOptions, " options"));
+  return false;
+}
+
+bool NbdServer::HandleInfo(Connection* c, uint32_t option, absl::Span<const uint8_t> data,
+                           bool* go) {
+  absl::StatusOr<nbd::InfoRequest> req = nbd::DecodeInfoRequest(data);
+  if (!req.ok()) return c->SendOptionError(option, nbd::kRepErrInvalid, req.status().message());
+  if (!ExportNameOk(req->name)) {
+    return c->SendOptionError(option, nbd::kRepErrUnknown,
+                              absl::StrCat("no export named '", req->name.substr(0, 64), "'"));
+  }
+  // NBD_INFO_EXPORT always; the block sizes always too (a server may send
+  // them unasked, and clients that honour them then avoid tiny writes);
+  // the name if asked. Other requests are ignored, as the spec allows.
+  auto info_export = nbd::EncodeInfoExport(device_->size(), TransmissionFlags());
+  auto block_size = nbd::EncodeInfoBlockSize(kMinimumBlock, kPreferredBlock,
+                                             static_cast<uint32_t>(options_.max_request_bytes));
+  if (!c->SendOptionReply(option, nbd::kRepInfo, info_export) ||
+      !c->SendOptionReply(option, nbd::kRepInfo, block_size)) {
+    return false;
+  }
+  for (uint16_t type : req->requests) {
+    if (type != nbd::kInfoName) continue;
+    const std::string& name = options_.export_name;
+    std::vector<uint8_t> info(2 + name.size());
+    nbd::PutU16(info.data(), nbd::kInfoName);
+    std::memcpy(info.data() + 2, name.data(), name.size());
+    if (!c->SendOptionReply(option, nbd::kRepInfo, info)) return false;
+    break;
+  }
+  if (!c->SendOptionReply(option, nbd::kRepAck)) return false;
+  *go = option == nbd::kOptGo;
+  return true;
+}
+
+// ---- transmission ----------------------------------------------------------------
+
+void NbdServer::Transmission(Connection* c) {
+  const int fd = c->fd();
+  const uint64_t size = device_->size();
+  const auto max_payload = static_cast<uint32_t>(options_.max_request_bytes);
+  uint8_t header[nbd::kRequestBytes];
+  for (;;) {
+    if (ReadFull(fd, header, sizeof(header)) != Io::kOk) return;  // EOF, shutdown
+    absl::StatusOr<Request> req = nbd::DecodeRequest(header);
+    if (!req.ok()) {
+      ProtocolError(c, req.status().message());
+      return;
+    }
+    switch (req->type) {
+      case nbd::kCmdRead: ++reads_; break;
+      case nbd::kCmdWrite: ++writes_; break;
+      case nbd::kCmdFlush: ++flushes_; break;
+      case nbd::kCmdTrim: ++trims_; break;
+      case nbd::kCmdWriteZeroes: ++write_zeroes_; break;
+      case nbd::kCmdDisc: ++disconnects_; return;  // in-flight requests still finish
+      default: ++unknown_commands_; break;
+    }
+    if (uint32_t error = nbd::CheckRequest(*req, size, max_payload); error != 0) {
+      ++errors_;
+      if (nbd::HasPayload(*req) && Discard(fd, req->length) != Io::kOk) return;
+      if (!c->SendReply(req->handle, error)) return;
+      continue;
+    }
+    Job job;
+    job.conn = c;
+    job.request = *req;
+    if (req->type == nbd::kCmdRead || req->type == nbd::kCmdWrite) {
+      job.buffer = pool_->Acquire(req->length);  // may wait for space
+    }
+    if (req->type == nbd::kCmdWrite && ReadFull(fd, job.buffer.data(), req->length) != Io::kOk) {
+      pool_->Release(&job.buffer);
+      return;
+    }
+    c->Started();
+    queue_->Push(std::move(job));  // may wait for a worker
+  }
+}
+
+void NbdServer::WorkerLoop() {
+  Job job;
+  while (queue_->Pop(&job)) Execute(&job);
+}
+
+void NbdServer::Execute(Job* job) {
+  const Request& r = job->request;
+  absl::Status s;
+  switch (r.type) {
+    case nbd::kCmdRead: s = device_->Read(r.offset, job->buffer.span()); break;
+    case nbd::kCmdWrite: s = device_->Write(r.offset, job->buffer.span()); break;
+    case nbd::kCmdFlush: s = device_->Flush(); break;
+    case nbd::kCmdTrim: s = device_->Trim(r.offset, r.length); break;
+    case nbd::kCmdWriteZeroes: s = device_->WriteZeroes(r.offset, r.length); break;
+  }
+  if (s.ok() && (r.flags & nbd::kCmdFlagFua) != 0 && r.type != nbd::kCmdRead &&
+      r.type != nbd::kCmdFlush) {
+    s = device_->Flush();
+  }
+  const uint32_t error = NbdErrno(s);
+  if (error != 0) {
+    ++errors_;
+    uint64_t n = ++device_errors_;
+    // Loud, but not a flood when a disk is failing.
+    if (options_.log_errors && (n <= 10 || n % 1000 == 0)) {
+      fprintf(stderr, "nbd: %.*s offset=%llu length=%u failed (error %u; %llu so far): %s\n",
+              static_cast<int>(nbd::CommandName(r.type).size()), nbd::CommandName(r.type).data(),
+              static_cast<unsigned long long>(r.offset), r.length, error,
+              static_cast<unsigned long long>(n), s.ToString().c_str());
+    }
+  } else if (r.type == nbd::kCmdRead) {
+    bytes_read_ += r.length;
+  } else if (r.type == nbd::kCmdWrite) {
+    bytes_written_ += r.length;
+  }
+  absl::Span<const uint8_t> data;
+  if (r.type == nbd::kCmdRead && error == 0) data = job->buffer.span();
+  job->conn->SendReply(r.handle, error, data);
+  pool_->Release(&job->buffer);
+  job->conn->Done();
+  job->conn = nullptr;
+}
+
+}  // namespace ramster

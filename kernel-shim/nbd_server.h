@@ -1,0 +1,197 @@
+// NbdServer: serves one BlockDevice over the NBD protocol (nbd_protocol.h)
+// to the kernel's nbd client, qemu and libnbd, on a unix socket and/or a
+// loopback TCP address. One export, named "ramster" by default; the empty
+// (default) name selects it too.
+//
+// What it speaks: the fixed newstyle handshake (NBD_FLAG_C_NO_ZEROES
+// honoured); options EXPORT_NAME, GO, INFO (NBD_INFO_EXPORT and
+// NBD_INFO_BLOCK_SIZE: minimum 1, preferred 4096, maximum
+// max_request_bytes), LIST and ABORT, NBD_REP_ERR_UNSUP for everything else
+// (structured replies included); simple replies to READ, WRITE, FLUSH, TRIM,
+// WRITE_ZEROES and DISC, with FUA honoured by flushing the device.
+//
+// How it runs: an acceptor thread; per connection a reader thread that does
+// the handshake, then parses and validates requests and hands them to a
+// fixed pool of worker threads through a bounded queue; a worker calls the
+// device and writes the reply under the connection's write lock, so many
+// requests are in flight per connection and replies go out in completion
+// order. READ and WRITE payloads live in a preallocated NbdBufferPool; a
+// reader waits for buffer space or queue space (backpressure), nothing
+// grows. Every length that arrives is bounded: option data by 64 KiB,
+// READ/WRITE payloads by max_request_bytes.
+//
+// Malformed input: a request that can be answered is answered with the
+// protocol's error (and a rejected WRITE's payload is read and dropped, so
+// the stream stays in sync); a stream that cannot be resynchronized (bad
+// magic, unknown client flags, oversized option) is dropped. Nothing that
+// arrives can crash the server or stop it serving other connections.
+//
+// Thread safety: stats(), tcp_port() and ServeSocket() may be called from
+// any thread once Start() returned OK; Start() and Stop() from one thread.
+#ifndef RAMSTER_KERNEL_SHIM_NBD_SERVER_H_
+#define RAMSTER_KERNEL_SHIM_NBD_SERVER_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "common/mutex.h"
+#include "kernel-shim/block_device.h"
+#include "kernel-shim/nbd_buffer_pool.h"
+#include "kernel-shim/nbd_protocol.h"
+
+namespace ramster {
+
+struct NbdServerOptions {
+  // Where to listen; either may be empty (with both empty, connections come
+  // only through ServeSocket). tcp_listen is "HOST:PORT" with a loopback
+  // HOST ("127.0.0.1:10809", "[::1]:10809"); port 0 picks a free port.
+  std::string unix_path;
+  std::string tcp_listen;
+  std::string export_name = "ramster";
+  // Threads executing requests against the device.
+  int workers = 4;
+  // The largest READ or WRITE payload (advertised as the maximum block
+  // size; a longer request is answered EINVAL). At most 1 GiB.
+  size_t max_request_bytes = 32 << 20;
+  // Preallocated request buffers, shared by all connections; at least
+  // max_request_bytes (it is raised to that).
+  size_t buffer_pool_bytes = 64 << 20;
+  // Requests parsed and waiting for a worker, all connections together.
+  int queue_depth = 128;
+  // Connections beyond this are closed as soon as they are accepted.
+  int max_connections = 32;
+  // A client must finish the handshake within this time.
+  absl::Duration handshake_timeout = absl::Seconds(30);
+  // A reply that cannot be sent within this time (a client that stopped
+  // reading) drops the connection, so that it cannot hold workers forever.
+  absl::Duration send_timeout = absl::Seconds(60);
+  // Log dropped connections and device errors to stderr.
+  bool log_errors = true;
+};
+
+struct NbdServerStats {
+  // Requests received, by command (including those answered with an error).
+  uint64_t reads = 0, writes = 0, flushes = 0, trims = 0, write_zeroes = 0;
+  uint64_t disconnects = 0;       // NBD_CMD_DISC
+  uint64_t unknown_commands = 0;
+  // Payload bytes of READs and WRITEs that succeeded.
+  uint64_t bytes_read = 0, bytes_written = 0;
+  uint64_t errors = 0;            // requests answered with an error
+  uint64_t device_errors = 0;     // ... of which the device returned
+  uint64_t protocol_errors = 0;   // connections dropped for malformed input
+  uint64_t connections_accepted = 0;
+  uint64_t connections_rejected = 0;  // over max_connections
+  uint64_t connections_active = 0;
+  // Memory: the preallocated buffer arena (fixed after Start) and how much
+  // of it requests hold now; how often a request waited for space.
+  // Besides the arena the server holds, per connection, one thread and
+  // (during the handshake only) up to 64 KiB of option data.
+  size_t buffer_pool_bytes = 0;
+  size_t buffer_bytes_in_use = 0;
+  uint64_t buffer_waits = 0;
+  uint64_t buffer_waiting = 0;  // requests waiting for buffer space now
+};
+
+// The NBD error for a device status: kInvalidArgument and kOutOfRange ->
+// EINVAL, kResourceExhausted -> ENOSPC, anything else -> EIO; OK -> 0.
+// The only place where statuses become NBD errors.
+uint32_t NbdErrno(const absl::Status& status);
+
+class NbdServer {
+ public:
+  // `device` must outlive the server.
+  NbdServer(BlockDevice* device, NbdServerOptions options);
+  // Stops the server if it is running.
+  ~NbdServer();
+  NbdServer(const NbdServer&) = delete;
+  NbdServer& operator=(const NbdServer&) = delete;
+
+  // Validates the options, preallocates the buffers, starts the workers,
+  // binds and listens. On OK the sockets accept connections.
+  // kInvalidArgument for bad options or addresses, kFailedPrecondition when
+  // called twice or when another server is listening on unix_path,
+  // kUnavailable when a socket cannot be bound.
+  absl::Status Start();
+
+  // Serves an already connected stream socket as if it had been accepted
+  // (socket activation, socketpair tests, the fuzzer). Takes ownership of
+  // `fd`. kFailedPrecondition if the server is not running; the connection
+  // limit applies (the socket is closed and counted as rejected).
+  absl::Status ServeSocket(int fd);
+
+  // The bound TCP port (0 when not listening on TCP). REQUIRES: Start() OK.
+  int tcp_port() const { return tcp_port_; }
+
+  // Stops accepting, lets every connection finish the requests it has in
+  // flight (their replies are sent), closes the connections, joins every
+  // thread and removes the unix socket. Idempotent.
+  void Stop();
+
+  NbdServerStats stats() const;
+
+ private:
+  class Connection;
+  class JobQueue;
+  struct Job;
+
+  absl::Status ValidateOptions() const;
+  absl::Status ListenUnix();
+  absl::Status ListenTcp();
+  void AcceptLoop();
+  // Joins and frees connections whose reader has finished.
+  void Reap();
+  void Wake();
+
+  // Reader thread: handshake, then requests, then cleanup.
+  void Serve(Connection* c);
+  // True when the client entered transmission (export chosen).
+  bool Handshake(Connection* c);
+  bool HandleInfo(Connection* c, uint32_t option, absl::Span<const uint8_t> data, bool* go);
+  void Transmission(Connection* c);
+  void WorkerLoop();
+  void Execute(Job* job);
+
+  uint16_t TransmissionFlags() const;
+  bool ExportNameOk(absl::string_view name) const {
+    return name.empty() || name == options_.export_name;
+  }
+  void ProtocolError(Connection* c, absl::string_view what);
+
+  // Constant after construction.
+  BlockDevice* const device_;
+  const NbdServerOptions options_;
+
+  // Set up by Start(), constant until Stop().
+  std::unique_ptr<NbdBufferPool> pool_;
+  std::unique_ptr<JobQueue> queue_;
+  std::vector<std::thread> workers_;
+  std::thread acceptor_;
+  int unix_fd_ = -1, tcp_fd_ = -1;
+  int wake_read_ = -1, wake_write_ = -1;  // a pipe that wakes the acceptor
+  int tcp_port_ = 0;
+  bool started_ = false;
+  bool unix_bound_ = false;  // we created unix_path (and remove it in Stop)
+
+  Mutex conns_mu_;
+  std::list<std::unique_ptr<Connection>> conns_ ABSL_GUARDED_BY(conns_mu_);
+  bool stopping_ ABSL_GUARDED_BY(conns_mu_) = false;
+  uint64_t next_conn_id_ ABSL_GUARDED_BY(conns_mu_) = 1;
+
+  // Counters for stats().
+  std::atomic<uint64_t> reads_{0}, writes_{0}, flushes_{0}, trims_{0}, write_zeroes_{0},
+      disconnects_{0}, unknown_commands_{0}, bytes_read_{0}, bytes_written_{0}, errors_{0},
+      device_errors_{0}, protocol_errors_{0}, accepted_{0}, rejected_{0}, active_{0};
+};
+
+}  // namespace ramster
+
+#endif  // RAMSTER_KERNEL_SHIM_NBD_SERVER_H_

@@ -1,0 +1,828 @@
+// NbdServer against a real device (TierStack: LocalCacheTier, LocalFileTier,
+// behind TierStackDevice) and a byte-level client: the handshake, every
+// command, malformed input of every kind, pipelining, backpressure,
+// connection limits and shutdown. The tests with third-party clients (nbdsh,
+// qemu-io, nbdcopy, fio) are in tests/nbd_clients_test.sh.
+#include "kernel-shim/nbd_server.h"
+
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "kernel-shim/nbd_protocol.h"
+#include "kernel-shim/nbd_test_client.h"
+#include "kernel-shim/nbd_test_device.h"
+
+namespace ramster {
+namespace {
+
+using nbd::Request;
+
+constexpr uint64_t kDeviceBytes = 16 << 20;
+
+// Forwards to a real device; counts flushes, and can fail or hold calls
+// (fault injection, like LevelDB's ErrorEnv or nbdkit's error filter).
+class InstrumentedDevice final : public BlockDevice {
+ public:
+  explicit InstrumentedDevice(BlockDevice* base) : base_(base) {}
+
+  uint64_t size() const override { return base_->size(); }
+  absl::Status Read(uint64_t offset, absl::Span<uint8_t> out) override {
+    Hold();
+    if (!read_status.ok()) return read_status;
+    return base_->Read(offset, out);
+  }
+  absl::Status Write(uint64_t offset, absl::Span<const uint8_t> data) override {
+    if (!write_status.ok()) return write_status;
+    return base_->Write(offset, data);
+  }
+  absl::Status Trim(uint64_t offset, uint64_t length) override {
+    return base_->Trim(offset, length);
+  }
+  absl::Status WriteZeroes(uint64_t offset, uint64_t length) override {
+    return base_->WriteZeroes(offset, length);
+  }
+  absl::Status Flush() override {
+    ++flushes;
+    return base_->Flush();
+  }
+  bool can_multi_conn() const override { return multi_conn; }
+
+  // Reads block (after entering) until Release(); held() says how many wait.
+  void HoldReads() {
+    std::lock_guard<std::mutex> lock(mu_);
+    holding_ = true;
+  }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    holding_ = false;
+    cv_.notify_all();
+  }
+  int held() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return held_;
+  }
+
+  // Set before the server starts.
+  absl::Status read_status, write_status;
+  bool multi_conn = true;
+  std::atomic<int> flushes{0};
+
+ private:
+  void Hold() {
+    std::unique_lock<std::mutex> lock(mu_);
+    ++held_;
+    cv_.wait(lock, [this] { return !holding_; });
+    --held_;
+  }
+  BlockDevice* const base_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool holding_ = false;
+  int held_ = 0;
+};
+
+void WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10)) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (!done() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(2));
+}
+
+std::vector<uint8_t> Pattern(size_t n, uint32_t seed) {
+  std::vector<uint8_t> v(n);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+class NbdServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Unix socket paths are limited to 108 bytes; TEST_TMPDIR can be longer.
+    char tmpl[] = "/tmp/nbd_server_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    absl::StatusOr<NbdTestDevice> dev =
+        MakeNbdTestDevice(kDeviceBytes, 4 << 20, dir_ + "/swap");
+    ASSERT_TRUE(dev.ok()) << dev.status();
+    real_ = std::move(*dev);
+    device_ = std::make_unique<InstrumentedDevice>(real_.device.get());
+    options_.unix_path = dir_ + "/nbd.sock";
+    options_.max_request_bytes = 1 << 20;
+    options_.buffer_pool_bytes = 4 << 20;
+    options_.log_errors = false;
+  }
+
+  void TearDown() override {
+    if (device_) device_->Release();
+    server_.reset();
+    unlink((dir_ + "/swap").c_str());
+    unlink((dir_ + "/nbd.sock").c_str());
+    rmdir(dir_.c_str());
+  }
+
+  void StartServer() {
+    server_ = std::make_unique<NbdServer>(device_.get(), options_);
+    absl::Status s = server_->Start();
+    ASSERT_TRUE(s.ok()) << s;
+  }
+
+  std::unique_ptr<NbdTestClient> Connect() {
+    absl::StatusOr<std::unique_ptr<NbdTestClient>> c = NbdTestClient::ConnectUnix(options_.unix_path);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? std::move(*c) : nullptr;
+  }
+
+  std::unique_ptr<NbdTestClient> ConnectAndGo() {
+    auto c = Connect();
+    if (c == nullptr) return nullptr;
+    absl::Status s = c->Handshake();
+    EXPECT_TRUE(s.ok()) << s;
+    return c;
+  }
+
+  std::string dir_;
+  NbdTestDevice real_;
+  std::unique_ptr<InstrumentedDevice> device_;
+  NbdServerOptions options_;
+  std::unique_ptr<NbdServer> server_;
+};
+
+// ---- the handshake -------------------------------------------------------------
+
+TEST_F(NbdServerTest, GoAdvertisesTheExport) {
+  StartServer();
+  auto c = ConnectAndGo();
+  EXPECT_EQ(c->handshake_flags(), nbd::kFlagFixedNewstyle | nbd::kFlagNoZeroes);
+  EXPECT_EQ(c->export_size(), kDeviceBytes);
+  EXPECT_EQ(c->transmission_flags(),
+            nbd::kFlagHasFlags | nbd::kFlagSendFlush | nbd::kFlagSendFua | nbd::kFlagSendTrim |
+                nbd::kFlagSendWriteZeroes | nbd::kFlagCanMultiConn);
+}
+
+TEST_F(NbdServerTest, CanMultiConnOnlyWhenTheDeviceSaysSo) {
+  device_->multi_conn = false;
+  StartServer();
+  auto c = ConnectAndGo();
+  EXPECT_EQ(c->transmission_flags() & nbd::kFlagCanMultiConn, 0);
+  EXPECT_NE(c->transmission_flags() & nbd::kFlagSendTrim, 0);
+}
+
+TEST_F(NbdServerTest, ExportNameWithAndWithoutTheZeroes) {
+  StartServer();
+  for (bool no_zeroes : {true, false}) {
+    for (const char* name : {"ramster", ""}) {
+      auto c = Connect();
+      ASSERT_TRUE(c->Handshake(name, /*use_go=*/false, no_zeroes).ok());
+      EXPECT_EQ(c->export_size(), kDeviceBytes);
+      EXPECT_NE(c->transmission_flags() & nbd::kFlagHasFlags, 0);
+      // The framing is right only if exactly 10 or 134 bytes came.
+      std::vector<uint8_t> out;
+      ASSERT_EQ(*c->Read(0, 512, &out), 0u);
+      EXPECT_EQ(out, std::vector<uint8_t>(512, 0));
+    }
+  }
+}
+
+TEST_F(NbdServerTest, InfoAnswersWithExportBlockSizesAndNameThenHagglingGoesOn) {
+  StartServer();
+  auto c = Connect();
+  ASSERT_TRUE(c->Greet().ok());
+  const uint16_t asked[] = {nbd::kInfoName, nbd::kInfoBlockSize, 999};
+  ASSERT_TRUE(c->SendOption(nbd::kOptInfo, nbd::EncodeInfoRequest("ramster", asked)).ok());
+  std::map<uint16_t, std::vector<uint8_t>> infos;
+  for (;;) {
+    std::vector<uint8_t> data;
+    absl::StatusOr<nbd::OptionReplyHeader> h = c->RecvOptionReply(&data);
+    ASSERT_TRUE(h.ok()) << h.status();
+    EXPECT_EQ(h->option, nbd::kOptInfo);
+    if (h->type == nbd::kRepAck) break;
+    ASSERT_EQ(h->type, nbd::kRepInfo);
+    ASSERT_GE(data.size(), 2u);
+    infos[static_cast<uint16_t>(data[0] << 8 | data[1])] = data;
+  }
+  ASSERT_EQ(infos.size(), 3u);  // export, block size, name; 999 ignored
+  nbd::WireReader bs(infos[nbd::kInfoBlockSize]);
+  uint16_t type;
+  uint32_t minimum, preferred, maximum;
+  ASSERT_TRUE(bs.U16(&type) && bs.U32(&minimum) && bs.U32(&preferred) && bs.U32(&maximum));
+  EXPECT_EQ(minimum, 1u);
+  EXPECT_EQ(preferred, 4096u);
+  EXPECT_EQ(maximum, options_.max_request_bytes);
+  EXPECT_EQ(std::string(infos[nbd::kInfoName].begin() + 2, infos[nbd::kInfoName].end()),
+            "ramster");
+  EXPECT_EQ(infos[nbd::kInfoExport].size(), 12u);
+  // Still haggling: GO works now, then so does I/O.
+  ASSERT_TRUE(c->SendOption(nbd::kOptGo, nbd::EncodeInfoRequest("", {})).ok());
+  for (;;) {
+    std::vector<uint8_t> data;
+    absl::StatusOr<nbd::OptionReplyHeader> h = c->RecvOptionReply(&data);
+    ASSERT_TRUE(h.ok());
+    if (h->type == nbd::kRepAck) break;
+    ASSERT_EQ(h->type, nbd::kRepInfo);
+  }
+  EXPECT_EQ(*c->Command(nbd::kCmdFlush, 0, 0), 0u);
+}
+
+TEST_F(NbdServerTest, ListNamesTheExportAndRejectsData) {
+  StartServer();
+  auto c = Connect();
+  ASSERT_TRUE(c->Greet().ok());
+  ASSERT_TRUE(c->SendOption(nbd::kOptList, {}).ok());
+  std::vector<uint8_t> data;
+  absl::StatusOr<nbd::OptionReplyHeader> h = c->RecvOptionReply(&data);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->type, nbd::kRepServer);
+  ASSERT_EQ(data.size(), 4u + 7u);
+  EXPECT_EQ(std::string(data.begin() + 4, data.end()), "ramster");
+  EXPECT_EQ(data[3], 7);
+  h = c->RecvOptionReply(&data);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->type, nbd::kRepAck);
+
+  const uint8_t junk[] = {1, 2, 3};
+  ASSERT_TRUE(c->SendOption(nbd::kOptList, junk).ok());
+  h = c->RecvOptionReply(&data);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->type, nbd::kRepErrInvalid);
+  ASSERT_TRUE(c->SendOption(nbd::kOptGo, nbd::EncodeInfoRequest("ramster", {})).ok());
+  do {
+    h = c->RecvOptionReply(&data);
+    ASSERT_TRUE(h.ok());
+  } while (h->type == nbd::kRepInfo);
+  EXPECT_EQ(h->type, nbd::kRepAck);
+}
+
+TEST_F(NbdServerTest, UnsupportedOptionsAreRefusedAndTheirDataSkipped) {
+  StartServer();
+  auto c = Connect();
+  ASSERT_TRUE(c->Greet().ok());
+  std::vector<uint8_t> data;
+  const std::vector<uint8_t> payload(100, 0x49);  // looks like "IHAVEOPT" if misparsed
+  for (uint32_t option : {nbd::kOptStructuredReply, nbd::kOptStartTls, nbd::kOptListMetaContext,
+                          nbd::kOptExtendedHeaders, 0xDEADu}) {
+    ASSERT_TRUE(c->SendOption(option, option == 0xDEADu ? payload : std::vector<uint8_t>{}).ok());
+    absl::StatusOr<nbd::OptionReplyHeader> h = c->RecvOptionReply(&data);
+    ASSERT_TRUE(h.ok()) << h.status();
+    EXPECT_EQ(h->option, option);
+    EXPECT_EQ(h->type, nbd::kRepErrUnsup) << option;
+  }
+  c->SendOption(nbd::kOptGo, nbd::EncodeInfoRequest("ramster", {})).IgnoreError();
+  absl::StatusOr<nbd::OptionReplyHeader> h;
+  do {
+    h = c->RecvOptionReply(&data);
+    ASSERT_TRUE(h.ok());
+  } while (h->type == nbd::kRepInfo);
+  EXPECT_EQ(h->type, nbd::kRepAck);
+  EXPECT_EQ(server_->stats().protocol_errors, 0u);
+}
+
+TEST_F(NbdServerTest, GoForAnUnknownExportOrWithBadDataIsRefusedNotFatal) {
+  StartServer();
+  auto c = Connect();
+  ASSERT_TRUE(c->Greet().ok());
+  std::vector<uint8_t> data;
+  ASSERT_TRUE(c->SendOption(nbd::kOptGo, nbd::EncodeInfoRequest("other", {})).ok());
+  absl::StatusOr<nbd::OptionReplyHeader> h = c->RecvOptionReply(&data);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->type, nbd::kRepErrUnknown);
+
+  std::vector<uint8_t> bad = nbd::EncodeInfoRequest("ramster", {});
+  nbd::PutU32(bad.data(), 5000);  // name length beyond the option's data
+  ASSERT_TRUE(c->SendOption(nbd::kOptGo, bad).ok());
+  h = c->RecvOptionReply(&data);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->type, nbd::kRepErrInvalid);
+
+  ASSERT_TRUE(c->SendOption(nbd::kOptInfo, {}).ok());  // no data at all
+  h = c->RecvOptionReply(&data);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->type, nbd::kRepErrInvalid);
+
+  ASSERT_TRUE(c->SendOption(nbd::kOptGo, nbd::EncodeInfoRequest("ramster", {})).ok());
+  do {
+    h = c->RecvOptionReply(&data);
+    ASSERT_TRUE(h.ok());
+  } while (h->type == nbd::kRepInfo);
+  EXPECT_EQ(h->type, nbd::kRepAck);
+  std::vector<uint8_t> out;
+  EXPECT_EQ(*c->Read(0, 4096, &out), 0u);
+}
+
+TEST_F(NbdServerTest, AbortIsAcknowledgedThenTheServerCloses) {
+  StartServer();
+  auto c = Connect();
+  ASSERT_TRUE(c->Greet().ok());
+  ASSERT_TRUE(c->SendOption(nbd::kOptAbort, {}).ok());
+  std::vector<uint8_t> data;
+  absl::StatusOr<nbd::OptionReplyHeader> h = c->RecvOptionReply(&data);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->type, nbd::kRepAck);
+  EXPECT_TRUE(c->ServerClosed());
+}
+
+TEST_F(NbdServerTest, HandshakeViolationsDisconnect) {
+  StartServer();
+  {  // NBD_OPT_EXPORT_NAME has no error reply: unknown name means close.
+    auto c = Connect();
+    ASSERT_TRUE(c->Greet().ok());
+    const std::string name = "nope";
+    ASSERT_TRUE(c->SendOption(nbd::kOptExportName,
+                              absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(name.data()),
+                                                  name.size()))
+                    .ok());
+    EXPECT_TRUE(c->ServerClosed());
+  }
+  {  // Client flags the server never offered.
+    auto c = Connect();
+    uint8_t greeting[nbd::kGreetingBytes];
+    ASSERT_TRUE(c->RecvBytes(greeting, sizeof(greeting)).ok());
+    const uint8_t flags[] = {0, 0, 0, 0x05};
+    ASSERT_TRUE(c->SendBytes(flags).ok());
+    EXPECT_TRUE(c->ServerClosed());
+  }
+  {  // Bad option magic.
+    auto c = Connect();
+    ASSERT_TRUE(c->Greet().ok());
+    auto header = nbd::EncodeOptionHeader(nbd::kOptList, 0);
+    header[3] ^= 0xFF;
+    ASSERT_TRUE(c->SendBytes(header).ok());
+    EXPECT_TRUE(c->ServerClosed());
+  }
+  {  // Option data beyond 64 KiB: told why, then dropped.
+    auto c = Connect();
+    ASSERT_TRUE(c->Greet().ok());
+    ASSERT_TRUE(c->SendBytes(nbd::EncodeOptionHeader(nbd::kOptGo, 1 << 20)).ok());
+    std::vector<uint8_t> data;
+    absl::StatusOr<nbd::OptionReplyHeader> h = c->RecvOptionReply(&data);
+    ASSERT_TRUE(h.ok());
+    EXPECT_EQ(h->type, nbd::kRepErrTooBig);
+    EXPECT_TRUE(c->ServerClosed());
+  }
+  {  // Endless haggling.
+    auto c = Connect();
+    ASSERT_TRUE(c->Greet().ok());
+    std::vector<uint8_t> data;
+    bool closed = false;
+    for (int i = 0; i < 1100 && !closed; ++i) {
+      if (!c->SendOption(nbd::kOptList, {}).ok()) break;
+      closed = !c->RecvOptionReply(&data).ok() || !c->RecvOptionReply(&data).ok();
+    }
+    EXPECT_TRUE(closed || c->ServerClosed());
+  }
+  EXPECT_EQ(server_->stats().protocol_errors, 5u);
+  // The server still serves.
+  auto c = ConnectAndGo();
+  std::vector<uint8_t> out;
+  EXPECT_EQ(*c->Read(0, 1, &out), 0u);
+}
+
+TEST_F(NbdServerTest, AClientThatNeverFinishesTheHandshakeIsDropped) {
+  options_.handshake_timeout = absl::Milliseconds(200);
+  StartServer();
+  auto c = Connect();
+  ASSERT_TRUE(c->Greet().ok());
+  EXPECT_TRUE(c->ServerClosed(absl::Seconds(5)));
+}
+
+// ---- transmission ----------------------------------------------------------------
+
+TEST_F(NbdServerTest, WritesReadBackAlignedUnalignedAndAcrossPages) {
+  StartServer();
+  auto c = ConnectAndGo();
+  struct Case {
+    uint64_t offset;
+    uint32_t length;
+  };
+  const Case cases[] = {{0, 4096},         {4096 * 3, 4096 * 5}, {4095, 3},       {100, 10000},
+                        {(1 << 20) - 1, 2}, {kDeviceBytes - 7, 7}, {8192 + 1, 1},   {5 << 20, 1 << 20}};
+  uint32_t seed = 1;
+  for (const Case& k : cases) {
+    std::vector<uint8_t> data = Pattern(k.length, seed++);
+    ASSERT_EQ(*c->Write(k.offset, data), 0u) << k.offset;
+    std::vector<uint8_t> out;
+    ASSERT_EQ(*c->Read(k.offset, k.length, &out), 0u);
+    EXPECT_EQ(out, data) << k.offset;
+  }
+  // A neighbour's partial-page write did not disturb the bytes around it.
+  std::vector<uint8_t> out;
+  ASSERT_EQ(*c->Read(8192, 1, &out), 0u);
+  EXPECT_EQ(out[0], Pattern(10000, 4)[8192 - 100]);
+  // Visible to another connection (CAN_MULTI_CONN).
+  auto other = ConnectAndGo();
+  ASSERT_EQ(*other->Read(kDeviceBytes - 7, 7, &out), 0u);
+  EXPECT_EQ(out, Pattern(7, 6));
+  NbdServerStats s = server_->stats();
+  EXPECT_EQ(s.writes, 8u);
+  EXPECT_EQ(s.reads, 10u);
+  EXPECT_EQ(s.errors, 0u);
+  EXPECT_EQ(s.bytes_written, 4096u + 4096 * 5 + 3 + 10000 + 2 + 7 + 1 + (1 << 20));
+}
+
+TEST_F(NbdServerTest, TrimAndWriteZeroesReadBackAsZeros) {
+  StartServer();
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> data = Pattern(64 << 10, 7);
+  ASSERT_EQ(*c->Write(0, data), 0u);
+  ASSERT_EQ(*c->Command(nbd::kCmdTrim, 4096, 8192), 0u);                   // whole pages
+  ASSERT_EQ(*c->Command(nbd::kCmdWriteZeroes, 20000, 10000), 0u);          // unaligned
+  ASSERT_EQ(*c->Command(nbd::kCmdWriteZeroes, 40000, 100, nbd::kCmdFlagNoHole), 0u);
+  std::vector<uint8_t> expect = data;
+  std::fill(expect.begin() + 4096, expect.begin() + 4096 + 8192, 0);
+  std::fill(expect.begin() + 20000, expect.begin() + 30000, 0);
+  std::fill(expect.begin() + 40000, expect.begin() + 40100, 0);
+  std::vector<uint8_t> out;
+  ASSERT_EQ(*c->Read(0, 64 << 10, &out), 0u);
+  EXPECT_EQ(out, expect);
+  EXPECT_EQ(server_->stats().trims, 1u);
+  EXPECT_EQ(server_->stats().write_zeroes, 2u);
+}
+
+TEST_F(NbdServerTest, FuaAndFlushReachTheDevice) {
+  StartServer();
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> data(4096, 1);
+  ASSERT_EQ(*c->Write(0, data), 0u);
+  EXPECT_EQ(device_->flushes.load(), 0);
+  ASSERT_EQ(*c->Write(0, data, nbd::kCmdFlagFua), 0u);
+  EXPECT_EQ(device_->flushes.load(), 1);
+  ASSERT_EQ(*c->Command(nbd::kCmdTrim, 0, 4096, nbd::kCmdFlagFua), 0u);
+  ASSERT_EQ(*c->Command(nbd::kCmdWriteZeroes, 0, 4096, nbd::kCmdFlagFua), 0u);
+  EXPECT_EQ(device_->flushes.load(), 3);
+  ASSERT_EQ(*c->Command(nbd::kCmdFlush, 0, 0), 0u);
+  EXPECT_EQ(device_->flushes.load(), 4);
+  std::vector<uint8_t> out;
+  ASSERT_EQ(*c->Read(0, 4096, &out, nbd::kCmdFlagFua), 0u);  // FUA on a read: harmless
+  EXPECT_EQ(device_->flushes.load(), 4);
+}
+
+TEST_F(NbdServerTest, BadRequestsGetTheProtocolsErrorsAndTheStreamStaysInSync) {
+  StartServer();
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> data = Pattern(8192, 9);
+  ASSERT_EQ(*c->Write(0, data), 0u);
+  const uint32_t max = static_cast<uint32_t>(options_.max_request_bytes);
+  std::vector<uint8_t> out;
+
+  EXPECT_EQ(*c->Read(kDeviceBytes - 10, 11, &out), nbd::kEinval);
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(*c->Read(~uint64_t{0} - 100, 4096, &out), nbd::kEinval);
+  EXPECT_EQ(*c->Read(0, max + 1, &out), nbd::kEinval);
+  // Rejected WRITEs: their payload is consumed, so the next request parses.
+  // The payloads hold valid-looking request headers to catch a server that
+  // would parse them.
+  std::vector<uint8_t> trap(4096);
+  for (size_t i = 0; i + nbd::kRequestBytes <= trap.size(); i += nbd::kRequestBytes) {
+    auto fake = NbdRequestBytes(nbd::kCmdWrite, 0, 666, 0, 4);
+    std::copy(fake.begin(), fake.end(), trap.begin() + i);
+  }
+  EXPECT_EQ(*c->Write(kDeviceBytes - 100, trap), nbd::kEnospc);
+  EXPECT_EQ(*c->Write(0, trap, /*flags=*/0x40), nbd::kEinval);  // unknown flag
+  EXPECT_EQ(*c->Write(0, trap, nbd::kCmdFlagNoHole), nbd::kEinval);  // not for WRITE
+  std::vector<uint8_t> oversize(max + 1, 0x25);
+  EXPECT_EQ(*c->Write(0, oversize), nbd::kEinval);
+  EXPECT_EQ(*c->Command(nbd::kCmdWriteZeroes, kDeviceBytes, 1), nbd::kEnospc);
+  EXPECT_EQ(*c->Command(nbd::kCmdTrim, kDeviceBytes - 4096, 8192), nbd::kEinval);
+  EXPECT_EQ(*c->Command(nbd::kCmdFlush, 4096, 0), nbd::kEinval);
+  EXPECT_EQ(*c->Command(nbd::kCmdCache, 0, 4096), nbd::kEinval);
+  EXPECT_EQ(*c->Command(nbd::kCmdBlockStatus, 0, 4096), nbd::kEinval);
+  EXPECT_EQ(*c->Command(0x7777, 0, 0), nbd::kEinval);
+  EXPECT_EQ(*c->Read(0, 4096, &out, nbd::kCmdFlagDf), nbd::kEinval);
+
+  // In sync, and nothing was written by any of that.
+  ASSERT_EQ(*c->Read(0, 8192, &out), 0u);
+  EXPECT_EQ(out, data);
+  ASSERT_EQ(*c->Read(kDeviceBytes - 4096, 4096, &out), 0u);
+  EXPECT_EQ(out, std::vector<uint8_t>(4096, 0));
+  NbdServerStats s = server_->stats();
+  EXPECT_EQ(s.errors, 14u);
+  EXPECT_EQ(s.unknown_commands, 3u);
+  EXPECT_EQ(s.protocol_errors, 0u);
+  EXPECT_EQ(s.device_errors, 0u);
+  EXPECT_EQ(s.bytes_written, 8192u);
+}
+
+TEST_F(NbdServerTest, BadRequestMagicDropsThatConnectionOnly) {
+  StartServer();
+  auto bystander = ConnectAndGo();
+  auto c = ConnectAndGo();
+  ASSERT_EQ(*c->Write(0, Pattern(512, 1)), 0u);
+  auto bad = NbdRequestBytes(nbd::kCmdRead, 0, 1, 0, 512);
+  bad[0] = 0x52;
+  ASSERT_TRUE(c->SendBytes(bad).ok());
+  EXPECT_TRUE(c->ServerClosed());
+  // A short header followed by EOF is a plain disconnect.
+  auto d = ConnectAndGo();
+  ASSERT_TRUE(d->SendBytes(absl::MakeConstSpan(bad).first(10)).ok());
+  shutdown(d->fd(), SHUT_WR);
+  EXPECT_TRUE(d->ServerClosed());
+  std::vector<uint8_t> out;
+  ASSERT_EQ(*bystander->Read(0, 512, &out), 0u);
+  EXPECT_EQ(out, Pattern(512, 1));
+  EXPECT_EQ(server_->stats().protocol_errors, 1u);
+}
+
+TEST_F(NbdServerTest, DeviceErrorsBecomeNbdErrors) {
+  device_->read_status = absl::DataLossError("no good copy");
+  device_->write_status = absl::ResourceExhaustedError("every tier refused");
+  StartServer();
+  auto c = ConnectAndGo();
+  std::vector<uint8_t> out;
+  EXPECT_EQ(*c->Read(0, 4096, &out), nbd::kEio);
+  EXPECT_TRUE(out.empty());  // no payload after an error
+  EXPECT_EQ(*c->Write(0, Pattern(4096, 1)), nbd::kEnospc);
+  EXPECT_EQ(*c->Command(nbd::kCmdFlush, 0, 0), 0u);  // still in sync
+  NbdServerStats s = server_->stats();
+  EXPECT_EQ(s.device_errors, 2u);
+  EXPECT_EQ(s.errors, 2u);
+}
+
+TEST(NbdErrno, OneMappingFromStatusToNbdError) {
+  EXPECT_EQ(NbdErrno(absl::OkStatus()), 0u);
+  EXPECT_EQ(NbdErrno(absl::InvalidArgumentError("")), nbd::kEinval);
+  EXPECT_EQ(NbdErrno(absl::OutOfRangeError("")), nbd::kEinval);
+  EXPECT_EQ(NbdErrno(absl::ResourceExhaustedError("")), nbd::kEnospc);
+  EXPECT_EQ(NbdErrno(absl::DataLossError("")), nbd::kEio);
+  EXPECT_EQ(NbdErrno(absl::UnavailableError("")), nbd::kEio);
+  EXPECT_EQ(NbdErrno(absl::InternalError("")), nbd::kEio);
+}
+
+// ---- concurrency -------------------------------------------------------------------
+
+TEST_F(NbdServerTest, RepliesGoOutInCompletionOrder) {
+  StartServer();
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> data = Pattern(4096, 5);
+  ASSERT_EQ(*c->Write(0, data), 0u);
+  device_->HoldReads();
+  Request read{nbd::kRequestMagic, 0, nbd::kCmdRead, 100, 0, 4096};
+  ASSERT_TRUE(c->SendRequest(read).ok());
+  WaitFor([&] { return device_->held() == 1; });
+  Request write{nbd::kRequestMagic, 0, nbd::kCmdWrite, 200, 8192, 4096};
+  ASSERT_TRUE(c->SendRequest(write, data).ok());
+  absl::StatusOr<nbd::SimpleReply> first = c->RecvReply();
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->handle, 200u);  // the later WRITE overtook the held READ
+  device_->Release();
+  absl::StatusOr<nbd::SimpleReply> second = c->RecvReply();
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->handle, 100u);
+  EXPECT_EQ(second->error, 0u);
+  std::vector<uint8_t> out(4096);
+  ASSERT_TRUE(c->RecvBytes(out.data(), out.size()).ok());
+  EXPECT_EQ(out, data);
+}
+
+TEST_F(NbdServerTest, ManyRequestsInFlightOnOneConnection) {
+  StartServer();
+  auto c = ConnectAndGo();
+  // 256 writes of distinct pages, all sent before any reply is read, then
+  // 256 reads likewise; every handle answered exactly once.
+  constexpr int kN = 256;
+  std::thread sender([&] {
+    for (int i = 0; i < kN; ++i) {
+      Request w{nbd::kRequestMagic, 0, nbd::kCmdWrite, static_cast<uint64_t>(i),
+                static_cast<uint64_t>(i) * 4096 + 1, 4096};
+      ASSERT_TRUE(c->SendRequest(w, Pattern(4096, i)).ok());
+    }
+  });
+  std::map<uint64_t, int> seen;
+  for (int i = 0; i < kN; ++i) {
+    absl::StatusOr<nbd::SimpleReply> r = c->RecvReply();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->error, 0u);
+    seen[r->handle]++;
+  }
+  sender.join();
+  EXPECT_EQ(seen.size(), static_cast<size_t>(kN));
+  for (int i = 0; i < kN; ++i) {
+    Request rd{nbd::kRequestMagic, 0, nbd::kCmdRead, static_cast<uint64_t>(1000 + i),
+               static_cast<uint64_t>(i) * 4096 + 1, 4096};
+    ASSERT_TRUE(c->SendRequest(rd).ok());
+  }
+  for (int i = 0; i < kN; ++i) {
+    absl::StatusOr<nbd::SimpleReply> r = c->RecvReply();
+    ASSERT_TRUE(r.ok());
+    ASSERT_EQ(r->error, 0u);
+    std::vector<uint8_t> out(4096);
+    ASSERT_TRUE(c->RecvBytes(out.data(), out.size()).ok());
+    EXPECT_EQ(out, Pattern(4096, static_cast<uint32_t>(r->handle - 1000))) << r->handle;
+  }
+}
+
+TEST_F(NbdServerTest, ParallelConnections) {
+  StartServer();
+  constexpr int kConns = 8;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kConns; ++t) {
+    threads.emplace_back([&, t] {
+      auto c = ConnectAndGo();
+      if (c == nullptr) {
+        ++failures;
+        return;
+      }
+      std::mt19937 rng(t);
+      const uint64_t base = static_cast<uint64_t>(t) * (kDeviceBytes / kConns);
+      std::vector<uint8_t> model(kDeviceBytes / kConns, 0);
+      for (int i = 0; i < 200; ++i) {
+        uint32_t len = 1 + rng() % 20000;
+        uint64_t off = rng() % (model.size() - len);
+        std::vector<uint8_t> data = Pattern(len, rng());
+        if (*c->Write(base + off, data) != 0) ++failures;
+        std::copy(data.begin(), data.end(), model.begin() + off);
+      }
+      std::vector<uint8_t> out;
+      if (*c->Read(base, static_cast<uint32_t>(std::min<size_t>(model.size(), 1 << 20)), &out) !=
+              0 ||
+          out != std::vector<uint8_t>(model.begin(), model.begin() + out.size())) {
+        ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(server_->stats().connections_accepted, static_cast<uint64_t>(kConns));
+}
+
+TEST_F(NbdServerTest, RequestsWaitForBufferSpaceAndAllComplete) {
+  options_.max_request_bytes = 64 << 10;
+  options_.buffer_pool_bytes = 64 << 10;  // one request's worth
+  options_.queue_depth = 2;
+  StartServer();
+  EXPECT_EQ(server_->stats().buffer_pool_bytes, 64u << 10);
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> data = Pattern(64 << 10, 3);
+  ASSERT_EQ(*c->Write(0, data), 0u);
+  device_->HoldReads();
+  for (uint64_t h = 1; h <= 3; ++h) {
+    ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, h, 0, 64 << 10}).ok());
+  }
+  // The first holds the whole pool inside the device; the second waits for
+  // space; the third is not even read yet.
+  WaitFor([&] { return server_->stats().buffer_waiting == 1; });
+  NbdServerStats s = server_->stats();
+  EXPECT_EQ(s.buffer_waiting, 1u);
+  EXPECT_EQ(s.buffer_bytes_in_use, 64u << 10);
+  device_->Release();
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<nbd::SimpleReply> r = c->RecvReply();
+    ASSERT_TRUE(r.ok());
+    ASSERT_EQ(r->error, 0u);
+    std::vector<uint8_t> out(64 << 10);
+    ASSERT_TRUE(c->RecvBytes(out.data(), out.size()).ok());
+    EXPECT_EQ(out, data);
+  }
+  // A buffer goes back to the pool just after its reply is sent.
+  WaitFor([&] { return server_->stats().buffer_bytes_in_use == 0; });
+  s = server_->stats();
+  EXPECT_GE(s.buffer_waits, 1u);
+  EXPECT_EQ(s.buffer_bytes_in_use, 0u);
+}
+
+TEST_F(NbdServerTest, ConnectionsBeyondTheLimitAreClosed) {
+  options_.max_connections = 2;
+  StartServer();
+  auto a = ConnectAndGo();
+  auto b = ConnectAndGo();
+  auto c = Connect();
+  EXPECT_TRUE(c->ServerClosed());  // not even a greeting
+  EXPECT_EQ(server_->stats().connections_rejected, 1u);
+  a.reset();
+  WaitFor([&] { return server_->stats().connections_active < 2; });
+  auto d = ConnectAndGo();
+  std::vector<uint8_t> out;
+  EXPECT_EQ(*d->Read(0, 1, &out), 0u);
+}
+
+// ---- ending ----------------------------------------------------------------------
+
+TEST_F(NbdServerTest, DiscFinishesTheRequestsInFlightThenCloses) {
+  StartServer();
+  auto c = ConnectAndGo();
+  ASSERT_EQ(*c->Write(0, Pattern(4096, 8)), 0u);
+  device_->HoldReads();
+  ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, 7, 0, 4096}).ok());
+  WaitFor([&] { return device_->held() == 1; });
+  ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdDisc, 8, 0, 0}).ok());
+  device_->Release();
+  absl::StatusOr<nbd::SimpleReply> r = c->RecvReply();
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->handle, 7u);
+  std::vector<uint8_t> out(4096);
+  ASSERT_TRUE(c->RecvBytes(out.data(), out.size()).ok());
+  EXPECT_EQ(out, Pattern(4096, 8));
+  EXPECT_TRUE(c->ServerClosed());  // and no reply to DISC
+  EXPECT_EQ(server_->stats().disconnects, 1u);
+}
+
+TEST_F(NbdServerTest, StopAnswersTheRequestsInFlightThenCloses) {
+  StartServer();
+  auto c = ConnectAndGo();
+  auto idle = ConnectAndGo();
+  auto haggling = Connect();
+  ASSERT_TRUE(haggling->Greet().ok());
+  device_->HoldReads();
+  ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, 7, 0, 4096}).ok());
+  WaitFor([&] { return device_->held() == 1; });
+  std::thread stopper([&] { server_->Stop(); });
+  absl::SleepFor(absl::Milliseconds(50));
+  device_->Release();
+  absl::StatusOr<nbd::SimpleReply> r = c->RecvReply();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->handle, 7u);
+  EXPECT_EQ(r->error, 0u);
+  std::vector<uint8_t> out(4096);
+  ASSERT_TRUE(c->RecvBytes(out.data(), out.size()).ok());
+  stopper.join();
+  EXPECT_TRUE(c->ServerClosed());
+  EXPECT_TRUE(idle->ServerClosed());
+  EXPECT_TRUE(haggling->ServerClosed());
+  struct stat st;
+  EXPECT_NE(stat(options_.unix_path.c_str(), &st), 0);  // socket removed
+  EXPECT_EQ(server_->stats().connections_active, 0u);
+  server_->Stop();  // idempotent
+}
+
+// ---- listening ---------------------------------------------------------------------
+
+TEST_F(NbdServerTest, TcpOnLoopback) {
+  options_.unix_path.clear();
+  options_.tcp_listen = "127.0.0.1:0";
+  StartServer();
+  ASSERT_GT(server_->tcp_port(), 0);
+  absl::StatusOr<std::unique_ptr<NbdTestClient>> c =
+      NbdTestClient::ConnectTcp("127.0.0.1", server_->tcp_port());
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->Handshake().ok());
+  ASSERT_EQ(*(*c)->Write(12345, Pattern(5000, 2)), 0u);
+  std::vector<uint8_t> out;
+  ASSERT_EQ(*(*c)->Read(12345, 5000, &out), 0u);
+  EXPECT_EQ(out, Pattern(5000, 2));
+}
+
+TEST_F(NbdServerTest, BadOptionsAndAddressesAreRefused) {
+  auto start = [&](NbdServerOptions o) { return NbdServer(device_.get(), o).Start(); };
+  NbdServerOptions o = options_;
+  o.unix_path.clear();
+  for (const char* addr : {"0.0.0.0:0", "10.1.2.3:0", "localhost:0", "127.0.0.1", "127.0.0.1:99999",
+                           "[::]:0"}) {
+    o.tcp_listen = addr;
+    EXPECT_EQ(start(o).code(), absl::StatusCode::kInvalidArgument) << addr;
+  }
+  o = options_;
+  o.workers = 0;
+  EXPECT_EQ(start(o).code(), absl::StatusCode::kInvalidArgument);
+  o = options_;
+  o.max_request_bytes = 100;
+  EXPECT_EQ(start(o).code(), absl::StatusCode::kInvalidArgument);
+  o = options_;
+  o.unix_path = "/tmp/" + std::string(200, 'x');
+  EXPECT_EQ(start(o).code(), absl::StatusCode::kInvalidArgument);
+  StartServer();
+  EXPECT_EQ(server_->Start().code(), absl::StatusCode::kFailedPrecondition);
+  // Another server on the same live socket.
+  EXPECT_EQ(start(options_).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(NbdServerTest, AStaleSocketFileIsReplaced) {
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::strcpy(addr.sun_path, options_.unix_path.c_str());
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  close(fd);  // the file stays, nobody listens
+  StartServer();
+  auto c = ConnectAndGo();
+  std::vector<uint8_t> out;
+  EXPECT_EQ(*c->Read(0, 1, &out), 0u);
+}
+
+TEST_F(NbdServerTest, ServeSocketOverASocketpair) {
+  options_.unix_path.clear();
+  StartServer();
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  ASSERT_TRUE(server_->ServeSocket(sv[0]).ok());
+  NbdTestClient c(sv[1]);
+  ASSERT_TRUE(c.Handshake().ok());
+  ASSERT_EQ(*c.Write(0, Pattern(100, 1)), 0u);
+  std::vector<uint8_t> out;
+  ASSERT_EQ(*c.Read(0, 100, &out), 0u);
+  EXPECT_EQ(out, Pattern(100, 1));
+}
+
+}  // namespace
+}  // namespace ramster
