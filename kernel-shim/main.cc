@@ -82,7 +82,7 @@ std::string StatsJson(TierStack* stack, ClusterTier* cluster, const NbdServer& n
       ", \"slots_filled\": ", st.slots_filled, ", \"rss_bytes\": ", RssBytes(),
       ", \"slot_map_bytes_per_slot\": ", stack->slot_map()->BytesPerSlot(), ", \"tiers\": [");
   for (size_t i = 0; i < stack->tier_count(); ++i) {
-    absl::StrAppend(&j, i ? ", " : "", "{\"name\": \"", stack->tier(i)->name(),
+    absl::StrAppend(&j, i ? ", " : "", "{\"name\": \"", std::string(stack->tier(i)->name()),
                     "\", \"slots\": ", st.slots_in[i], ", \"stored\": ", st.stored_in[i],
                     ", \"refused\": ", st.refused_by[i], "}");
   }
@@ -96,10 +96,10 @@ std::string StatsJson(TierStack* stack, ClusterTier* cluster, const NbdServer& n
       first = false;
     }
   }
-  NbdServer::Stats n = nbd.stats();
+  NbdServerStats n = nbd.stats();
   absl::StrAppend(&j, "], \"nbd\": {\"reads\": ", n.reads, ", \"writes\": ", n.writes,
                   ", \"trims\": ", n.trims, ", \"errors\": ", n.errors,
-                  ", \"connections\": ", n.connections, "}}\n");
+                  ", \"connections\": ", n.connections_active, "}}\n");
   return j;
 }
 

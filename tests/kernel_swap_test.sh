@@ -12,7 +12,9 @@
 # Exit 0 passed, 1 failed, 77 skipped (with the reason).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN="$ROOT/bazel-bin"
+# The default configuration's outputs, whatever the bazel-bin symlink points
+# at after a sanitizer build.
+BIN="${RAMSTER_BIN:-$(cd "$ROOT" && bazel info bazel-bin 2>/dev/null)}"
 SERVER="$BIN/server/ramster-server"
 SHIM="$BIN/kernel-shim/ramster-shim"
 CTL="$BIN/client/ramsterctl"

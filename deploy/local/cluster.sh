@@ -9,7 +9,8 @@
 # DIR/nodeI, log in DIR/nodeI.log, pid in DIR/nodeI.pid.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-SERVER="${RAMSTER_SERVER:-$ROOT/bazel-bin/server/ramster-server}"
+BIN="${RAMSTER_BIN:-$(cd "$ROOT" && bazel info bazel-bin 2>/dev/null)}"
+SERVER="$BIN/server/ramster-server"
 
 start() {
   local dir="$1" n="$2" base="$3"; shift 3

@@ -5,7 +5,7 @@
 # the workload's result, prints a summary, and tears everything down.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-BIN="$ROOT/bazel-bin"
+BIN="${RAMSTER_BIN:-$(cd "$ROOT" && bazel info bazel-bin 2>/dev/null)}"
 SWAP="$ROOT/deploy/local/swap.sh"
 CLUSTER="$ROOT/deploy/local/cluster.sh"
 MIB="${DEMO_MIB:-512}"
