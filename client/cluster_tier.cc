@@ -160,49 +160,125 @@ std::vector<Peer*> ClusterTier::Ranked(uint64_t slot, const std::vector<int>& ex
   return out;
 }
 
-absl::Status ClusterTier::Store(const PageKey& key, absl::Span<const uint8_t>,
+absl::Status ClusterTier::Store(const PageKey& key, absl::Span<const uint8_t> raw,
                                 const EncodedPage& encoded, PageMeta* meta, bool* durable) {
-  std::vector<int> chosen;
-  std::vector<Peer*> candidates;
-  for (Peer* p : Ranked(key.index, {})) {
-    if (p->eligible()) candidates.push_back(p);
+  StoreItem item;
+  item.key = key;
+  item.raw = raw;
+  item.encoded = &encoded;
+  item.meta = *meta;
+  StoreItem* items[] = {&item};
+  StoreBatch(items);
+  *meta = item.meta;
+  *durable = item.durable;
+  return item.status;
+}
+
+void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
+  const size_t want = static_cast<size_t>(options_.replicas);
+  struct Progress {
+    std::vector<Peer*> candidates;  // eligible peers, best first
+    size_t next = 0;                // first candidate not asked yet
+    std::vector<int> chosen;
+    absl::Status last = absl::UnavailableError("no peer can take pages");
+  };
+  std::vector<Progress> progress(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    for (Peer* p : Ranked(items[i]->key.index, {})) {
+      if (p->eligible()) progress[i].candidates.push_back(p);
+    }
   }
-  absl::Status last = absl::UnavailableError("no peer can take pages");
-  size_t next = 0;
-  // Ask as many peers as copies are still missing, in parallel; on refusals
-  // move on down the ranking.
-  while (chosen.size() < static_cast<size_t>(options_.replicas) && next < candidates.size()) {
-    size_t want = options_.replicas - chosen.size();
-    std::vector<Peer::PendingStore> stores(std::min(want, candidates.size() - next));
-    std::vector<Peer*> asked;
-    Peer::Completion done(static_cast<int>(stores.size()));
-    for (size_t i = 0; i < stores.size(); ++i) {
-      Peer* p = candidates[next++];
-      stores[i].key = key;
-      stores[i].page = &encoded;
-      stores[i].generation = meta->generation;
-      if (p->EnqueueStore(&stores[i], &done)) {
-        asked.push_back(p);
-      } else {
-        stores[i].result = absl::UnavailableError("peer queue full or down");
-        stores[i].done = true;
-        done.Done();
-        asked.push_back(p);
+  // Rounds: ask every page's next best peers for the copies it still
+  // lacks, all pages at once (each peer batches what it is given); pages
+  // refused somewhere move on down their ranking in the next round.
+  for (;;) {
+    struct Ask {
+      size_t item;
+      Peer* peer;
+      Peer::PendingStore store;
+    };
+    std::vector<Ask> asks;
+    for (size_t i = 0; i < items.size(); ++i) {
+      Progress& pr = progress[i];
+      size_t missing = want > pr.chosen.size() ? want - pr.chosen.size() : 0;
+      while (missing > 0 && pr.next < pr.candidates.size()) {
+        asks.push_back(Ask{i, pr.candidates[pr.next++], {}});
+        --missing;
       }
+    }
+    if (asks.empty()) break;
+    Peer::Completion done(static_cast<int>(asks.size()));
+    // Each peer gets its share in one go, so that it goes out as one request.
+    std::stable_sort(asks.begin(), asks.end(),
+                     [](const Ask& a, const Ask& b) { return a.peer->id() < b.peer->id(); });
+    std::vector<Peer::PendingStore*> group;
+    for (size_t start = 0; start < asks.size();) {
+      size_t end = start;
+      group.clear();
+      while (end < asks.size() && asks[end].peer == asks[start].peer) {
+        Ask& a = asks[end++];
+        a.store.key = items[a.item]->key;
+        a.store.page = items[a.item]->encoded;
+        a.store.generation = items[a.item]->meta.generation;
+        group.push_back(&a.store);
+      }
+      size_t queued = asks[start].peer->EnqueueStores(group, &done);
+      for (size_t k = queued; k < group.size(); ++k) {
+        group[k]->result = absl::UnavailableError("peer queue full or peer down");
+        done.Done();
+      }
+      start = end;
     }
     done.Wait();
-    for (size_t i = 0; i < stores.size(); ++i) {
-      if (stores[i].result.ok()) {
-        chosen.push_back(asked[i]->id());
+    for (Ask& a : asks) {
+      if (a.store.result.ok()) {
+        progress[a.item].chosen.push_back(a.peer->id());
       } else {
-        last = stores[i].result;
+        progress[a.item].last = a.store.result;
       }
     }
   }
-  if (chosen.empty()) return last;
-  meta->placement = EncodePlacement(chosen);
-  *durable = chosen.size() >= static_cast<size_t>(options_.replicas);
-  return absl::OkStatus();
+  for (size_t i = 0; i < items.size(); ++i) {
+    Progress& pr = progress[i];
+    if (pr.chosen.empty()) {
+      items[i]->status = pr.last;
+      continue;
+    }
+    items[i]->meta.placement = EncodePlacement(pr.chosen);
+    items[i]->durable = pr.chosen.size() >= want;
+    items[i]->status = absl::OkStatus();
+  }
+}
+
+void ClusterTier::LoadBatch(absl::Span<LoadItem* const> items) {
+  // One request per peer for the pages whose first live copy is there; any
+  // page that fails there gets the page-by-page path over all its copies.
+  std::vector<std::vector<LoadItem*>> by_peer;
+  std::vector<LoadItem*> single;
+  for (LoadItem* item : items) {
+    Peer* first = nullptr;
+    for (int id : DecodePlacement(item->meta.placement)) {
+      Peer* p = PeerById(id);
+      if (p != nullptr && p->up()) {
+        first = p;
+        break;
+      }
+    }
+    if (first == nullptr) {
+      single.push_back(item);
+      continue;
+    }
+    if (by_peer.size() <= static_cast<size_t>(first->id())) by_peer.resize(first->id() + 1);
+    by_peer[first->id()].push_back(item);
+  }
+  for (size_t id = 0; id < by_peer.size(); ++id) {
+    if (by_peer[id].empty()) continue;
+    PeerById(static_cast<int>(id))->LoadMany(absl::MakeSpan(by_peer[id]));
+    for (LoadItem* item : by_peer[id]) {
+      if (!item->status.ok()) single.push_back(item);
+    }
+  }
+  for (LoadItem* item : single) item->status = Load(item->key, item->meta, item->out);
 }
 
 absl::Status ClusterTier::Load(const PageKey& key, const PageMeta& meta,

@@ -64,6 +64,8 @@ class ClusterTier final : public Tier {
                      const EncodedPage& encoded, PageMeta* meta, bool* durable) override;
   absl::Status Load(const PageKey& key, const PageMeta& meta,
                     absl::Span<uint8_t> out) override;
+  void StoreBatch(absl::Span<StoreItem* const> items) override;
+  void LoadBatch(absl::Span<LoadItem* const> items) override;
   void Invalidate(const PageKey& key, const PageMeta& meta) override;
   void InvalidateObject(uint32_t pool, uint64_t object) override;
   void InvalidatePool(uint32_t pool) override;

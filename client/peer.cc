@@ -127,17 +127,24 @@ void Peer::CheckHealth() {
 }
 
 bool Peer::EnqueueStore(PendingStore* store, Completion* done) {
+  PendingStore* one[] = {store};
+  return EnqueueStores(one, done) == 1;
+}
+
+size_t Peer::EnqueueStores(absl::Span<PendingStore* const> stores, Completion* done) {
+  size_t queued = 0;
   {
     MutexLock lock(&mu_);
-    if (stop_ || !up_.load() ||
-        queued_bytes_ + store->page->length > options_.max_queued_bytes) {
-      return false;
+    if (stop_ || !up_.load()) return 0;
+    for (PendingStore* store : stores) {
+      if (queued_bytes_ + store->page->length > options_.max_queued_bytes) break;
+      queued_bytes_ += store->page->length;
+      stores_.emplace_back(store, done);
+      ++queued;
     }
-    queued_bytes_ += store->page->length;
-    stores_.emplace_back(store, done);
   }
-  cv_.Signal();
-  return true;
+  if (queued > 0) cv_.Signal();
+  return queued;
 }
 
 void Peer::EnqueueInvalidate(const PageKey& key, uint32_t generation) {
@@ -251,22 +258,9 @@ void Peer::SendInvalidates(std::vector<v1::InvalidateRange>* ranges) {
   if (s.ok()) invalidates_sent_ += req.ranges_size();
 }
 
-absl::Status Peer::Load(const PageKey& key, uint32_t generation, uint64_t checksum,
-                        absl::Span<uint8_t> out) {
-  v1::LoadRequest req;
-  req.set_boot_epoch(options_.boot_epoch);
-  v1::PageKey* k = req.add_keys();
-  k->set_pool(key.pool);
-  k->set_object(key.object);
-  k->set_index(key.index);
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
-  v1::LoadResponse resp;
-  grpc::Status s = stub()->Load(&ctx, req, &resp);
-  RecordCall(s);
-  if (!s.ok()) return FromGrpcStatus(s);
-  if (resp.results_size() != 1) return absl::DataLossError("peer replied with no result");
-  const v1::LoadResult& r = resp.results(0);
+// Checks one page of a Load reply against what the slot map expects.
+absl::Status Peer::Verify(const v1::LoadResult& r, uint32_t generation, uint64_t checksum,
+                          absl::Span<uint8_t> out) const {
   if (absl::Status st = FromPageStatus(r.status()); !st.ok()) return st;
   const v1::Page& p = r.page();
   if (p.generation() != generation) {
@@ -281,6 +275,49 @@ absl::Status Peer::Load(const PageKey& key, uint32_t generation, uint64_t checks
       absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(p.payload().data()),
                           p.payload().size()),
       p.uncompressed_length(), checksum, out);
+}
+
+absl::Status Peer::Load(const PageKey& key, uint32_t generation, uint64_t checksum,
+                        absl::Span<uint8_t> out) {
+  LoadItem item;
+  item.key = key;
+  item.meta.generation = generation;
+  item.meta.checksum = checksum;
+  item.out = out;
+  LoadItem* items[] = {&item};
+  LoadMany(items);
+  return item.status;
+}
+
+void Peer::LoadMany(absl::Span<LoadItem* const> items) {
+  constexpr size_t kMaxKeys = 256;
+  for (size_t start = 0; start < items.size(); start += kMaxKeys) {
+    absl::Span<LoadItem* const> chunk = items.subspan(start, kMaxKeys);
+    v1::LoadRequest req;
+    req.set_boot_epoch(options_.boot_epoch);
+    for (LoadItem* item : chunk) {
+      v1::PageKey* k = req.add_keys();
+      k->set_pool(item->key.pool);
+      k->set_object(item->key.object);
+      k->set_index(item->key.index);
+    }
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    v1::LoadResponse resp;
+    grpc::Status s = stub()->Load(&ctx, req, &resp);
+    RecordCall(s);
+    for (size_t i = 0; i < chunk.size(); ++i) {
+      LoadItem* item = chunk[i];
+      if (!s.ok()) {
+        item->status = FromGrpcStatus(s);
+      } else if (static_cast<int>(i) >= resp.results_size()) {
+        item->status = absl::DataLossError("peer replied with too few results");
+      } else {
+        item->status = Verify(resp.results(i), item->meta.generation, item->meta.checksum,
+                              item->out);
+      }
+    }
+  }
 }
 
 void Peer::InvalidateObject(uint32_t pool, uint64_t object) {

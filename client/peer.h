@@ -98,12 +98,20 @@ class Peer {
   // refusal). Returns false (and calls nothing) when the queue is full or the
   // peer is down or stopping. `store` and `done` must live until then.
   bool EnqueueStore(PendingStore* store, Completion* done);
+  // Queues several at once, so that the sender sees them together and sends
+  // them in one request. Returns how many were queued (a prefix of
+  // `stores`); the rest were refused as EnqueueStore refuses.
+  size_t EnqueueStores(absl::Span<PendingStore* const> stores, Completion* done);
 
   // Loads one page synchronously (with the call deadline). Verifies the
   // reply: the generation and checksum must be the ones expected, and the
   // payload must decode to a page with that checksum.
   absl::Status Load(const PageKey& key, uint32_t generation, uint64_t checksum,
                     absl::Span<uint8_t> out);
+
+  // Loads several pages in one request (at most 256), verifying each as
+  // Load does; sets each item's status.
+  void LoadMany(absl::Span<LoadItem* const> items);
 
   // Queues a background invalidation of the copy with generation at most
   // `generation`.
@@ -122,6 +130,8 @@ class Peer {
   void Connect();
   std::shared_ptr<v1::PageStore::Stub> stub() const;
   void Prepare(grpc::ClientContext* ctx) const;
+  absl::Status Verify(const v1::LoadResult& r, uint32_t generation, uint64_t checksum,
+                      absl::Span<uint8_t> out) const;
   void RecordCall(const grpc::Status& s);
   void SenderLoop();
   void FailQueued(const absl::Status& why);

@@ -57,6 +57,11 @@ class SlotMap {
   // REQUIRES: slot < slots(); the slot's stripe locked.
   SlotEntry& at(uint64_t slot) { return entries_[slot]; }
   std::mutex& StripeFor(uint64_t slot) { return stripes_[slot % kStripes]; }
+  // A range of slots locks its stripes in increasing index order (this
+  // function's), so that two ranges cannot deadlock; everything else locks
+  // one stripe at a time.
+  static size_t StripeIndex(uint64_t slot) { return slot % kStripes; }
+  std::mutex& Stripe(size_t index) { return stripes_[index]; }
 
   // Bytes used per slot, everything included.
   double BytesPerSlot() const {

@@ -40,6 +40,23 @@ struct PageMeta {
 };
 inline constexpr uint32_t kPlacementBits = 26;
 
+// One page of a batch (Tier::StoreBatch / LoadBatch): inputs, then what the
+// tier says about it.
+struct StoreItem {
+  PageKey key;
+  absl::Span<const uint8_t> raw;
+  const EncodedPage* encoded = nullptr;
+  PageMeta meta;          // generation and checksum in; placement out
+  bool durable = true;    // out
+  absl::Status status;    // out: OK, or this tier's refusal
+};
+struct LoadItem {
+  PageKey key;
+  PageMeta meta;
+  absl::Span<uint8_t> out;
+  absl::Status status;    // out
+};
+
 class Tier {
  public:
   virtual ~Tier() = default;
@@ -61,6 +78,18 @@ class Tier {
   // kDataLoss: every copy failed verification; kUnavailable: cannot reach it.
   virtual absl::Status Load(const PageKey& key, const PageMeta& meta,
                             absl::Span<uint8_t> out) = 0;
+
+  // Many pages at once, each with its own outcome. The defaults call Store
+  // and Load page by page; a tier with a network behind it sends them
+  // together.
+  virtual void StoreBatch(absl::Span<StoreItem* const> items) {
+    for (StoreItem* i : items) {
+      i->status = Store(i->key, i->raw, *i->encoded, &i->meta, &i->durable);
+    }
+  }
+  virtual void LoadBatch(absl::Span<LoadItem* const> items) {
+    for (LoadItem* i : items) i->status = Load(i->key, i->meta, i->out);
+  }
 
   // Forgets the page stored under `meta`. May finish in the background.
   virtual void Invalidate(const PageKey& key, const PageMeta& meta) = 0;

@@ -15,7 +15,8 @@
 //   invalidate:   forgets slots; the tiers free their copies.
 //
 // Thread safety: all methods may be called concurrently. Operations on one
-// slot are serialized (the slot map's stripe lock is held across them).
+// slot are serialized (the slot map's stripe lock is held across them; a
+// range holds its stripes, taken in stripe order).
 #ifndef RAMSTER_CLIENT_TIER_STACK_H_
 #define RAMSTER_CLIENT_TIER_STACK_H_
 
@@ -59,6 +60,11 @@ class TierStack {
   // otherwise the last tier's refusal when every tier refused.
   absl::Status Store(uint64_t slot, absl::Span<const uint8_t> page);
   absl::Status Load(uint64_t slot, absl::Span<uint8_t> out);
+  // Whole pages [first, first + n) at once: each tier gets them as one
+  // batch (the cluster tier sends one request per peer). `pages`/`out` is a
+  // whole number of pages. A failure leaves the pages stored before it.
+  absl::Status StoreRange(uint64_t first, absl::Span<const uint8_t> pages);
+  absl::Status LoadRange(uint64_t first, absl::Span<uint8_t> out);
   // Forgets [first, first + count) (clipped to the device).
   void Invalidate(uint64_t first, uint64_t count);
 
@@ -68,7 +74,14 @@ class TierStack {
   SlotMap* slot_map() { return &map_; }
 
  private:
+  // Pages handled under one set of locks: 128 KiB, the kernel's usual swap
+  // I/O, which each peer then takes as one request. (Also below the 64
+  // locks a thread may hold under ThreadSanitizer.)
+  static constexpr uint64_t kBatchPages = 32;
+
   PageKey Key(uint64_t slot) const { return PageKey{pool_, 0, slot}; }
+  absl::Status StoreChunk(uint64_t first, absl::Span<const uint8_t> pages);
+  absl::Status LoadChunk(uint64_t first, absl::Span<uint8_t> out);
   // Frees the copies `old` describes. `kept_tier`: the tier now holding the
   // new copy under the same key (its copy replaced the old one in place).
   void Release(uint64_t slot, const SlotEntry& old, uint32_t kept_tier, uint32_t kept_backup);

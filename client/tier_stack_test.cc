@@ -1,5 +1,6 @@
 #include "client/tier_stack.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <random>
@@ -132,6 +133,61 @@ TEST(TierStack, OutOfRangeSlotsAreInvalidArgument) {
   EXPECT_EQ(s.stack->Load(8, absl::MakeSpan(out)).code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(TierStack, RangesStoreAndLoadManyPagesAtOnce) {
+  // Room for about 20 incompressible pages in the cache; the rest of the
+  // range goes to the file in the same call.
+  auto s = MakeStack(1024, 20 * (kPageSize + LocalCacheTier::kEntryOverhead));
+  const uint64_t kFirst = 100, kPages = 600;  // more than one internal batch
+  std::vector<uint8_t> data;
+  for (uint64_t i = 0; i < kPages; ++i) {
+    auto p = Page(1000 + i, static_cast<int>(i % 3));
+    data.insert(data.end(), p.begin(), p.end());
+  }
+  ASSERT_TRUE(s.stack->StoreRange(kFirst, data).ok());
+  auto st = s.stack->stats();
+  EXPECT_EQ(st.slots_in[0] + st.slots_in[1] + st.slots_filled, kPages);
+  EXPECT_GT(st.slots_in[1], 0u);
+  EXPECT_EQ(st.slots_filled, kPages / 3);
+  // Read back as a range, and page by page, and across the range's edges.
+  std::vector<uint8_t> out(data.size());
+  ASSERT_TRUE(s.stack->LoadRange(kFirst, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, data);
+  for (uint64_t i = 0; i < kPages; i += 37) {
+    std::vector<uint8_t> one(kPageSize);
+    ASSERT_TRUE(s.stack->Load(kFirst + i, absl::MakeSpan(one)).ok());
+    EXPECT_TRUE(std::equal(one.begin(), one.end(), data.begin() + i * kPageSize));
+  }
+  std::vector<uint8_t> edge(3 * kPageSize);
+  ASSERT_TRUE(s.stack->LoadRange(kFirst - 1, absl::MakeSpan(edge)).ok());
+  EXPECT_EQ(std::vector<uint8_t>(edge.begin(), edge.begin() + kPageSize),
+            std::vector<uint8_t>(kPageSize, 0));
+  EXPECT_TRUE(std::equal(edge.begin() + kPageSize, edge.end(), data.begin()));
+  // Bad ranges.
+  EXPECT_EQ(s.stack->StoreRange(1020, data).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.stack->StoreRange(0, absl::MakeConstSpan(data.data(), 100)).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.stack->LoadRange(1024, absl::MakeSpan(out)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(TierStack, RangeFailureLeavesOtherPagesIntact) {
+  auto s = MakeStack(64, 1 << 20);
+  std::vector<uint8_t> data;
+  for (int i = 0; i < 8; ++i) {
+    auto p = Page(50 + i, 1);
+    data.insert(data.end(), p.begin(), p.end());
+  }
+  ASSERT_TRUE(s.stack->StoreRange(0, data).ok());
+  s.cache->set_refuse_all_stores(true);
+  s.file->set_refuse_all_stores(true);
+  std::vector<uint8_t> other(data.size(), 0);
+  for (size_t i = 0; i < other.size(); ++i) other[i] = static_cast<uint8_t>(i * 7);
+  EXPECT_EQ(s.stack->StoreRange(0, other).code(), absl::StatusCode::kResourceExhausted);
+  std::vector<uint8_t> out(data.size());
+  ASSERT_TRUE(s.stack->LoadRange(0, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, data);  // a refused write leaves the old contents
+}
+
 // Random operations from several threads, each on its own slots, checked
 // against a model of what every slot must contain. Faults on the first tier
 // (refusals, failed stores) must never show in what is read back.
@@ -148,11 +204,33 @@ TEST(TierStack, RandomOperationsMatchTheModel) {
       std::map<uint64_t, std::vector<uint8_t>> model;  // slot -> contents
       for (int op = 0; op < 3000; ++op) {
         uint64_t slot = (rng() % (kSlots / kThreads)) * kThreads + t;
-        switch (rng() % 4) {
+        switch (rng() % 5) {
           case 0:
           case 1: {
             auto page = Page(rng(), static_cast<int>(rng() % 3));
             if (s.stack->Store(slot, page).ok()) model[slot] = page;
+            break;
+          }
+          case 4: {
+            // A range of this thread's own slots... which are not adjacent
+            // (threads interleave), so read a range and check each page.
+            uint64_t base = (rng() % (kSlots / kThreads - 4)) * kThreads;
+            std::vector<uint8_t> out(4 * kThreads * kPageSize);
+            if (!s.stack->LoadRange(base, absl::MakeSpan(out)).ok()) {
+              mismatches++;
+              break;
+            }
+            for (int k = 0; k < 4; ++k) {
+              uint64_t mine = base + k * kThreads + t;
+              auto it = model.find(mine);
+              const auto expect =
+                  it == model.end() ? std::vector<uint8_t>(kPageSize, 0) : it->second;
+              if (!std::equal(expect.begin(), expect.end(),
+                              out.begin() + (mine - base) * kPageSize)) {
+                mismatches++;
+              }
+              checks++;
+            }
             break;
           }
           case 2: {

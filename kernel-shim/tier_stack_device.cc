@@ -8,16 +8,20 @@ absl::Status TierStackDevice::Read(uint64_t offset, absl::Span<uint8_t> out) {
   uint8_t page[kPageSize];
   size_t done = 0;
   while (done < out.size()) {
-    uint64_t pos = offset + done;
-    uint64_t slot = pos / kPageSize;
-    size_t in_page = pos % kPageSize;
-    size_t n = std::min(out.size() - done, kPageSize - in_page);
-    if (in_page == 0 && n == kPageSize) {
-      if (absl::Status s = stack_->Load(slot, out.subspan(done, kPageSize)); !s.ok()) return s;
-    } else {
-      if (absl::Status s = stack_->Load(slot, absl::MakeSpan(page, kPageSize)); !s.ok()) return s;
-      std::memcpy(out.data() + done, page + in_page, n);
+    const uint64_t pos = offset + done;
+    const uint64_t slot = pos / kPageSize;
+    const size_t in_page = pos % kPageSize;
+    const size_t left = out.size() - done;
+    if (in_page == 0 && left >= kPageSize) {
+      // Every whole page from here on, as one batch.
+      const size_t whole = left / kPageSize * kPageSize;
+      if (absl::Status s = stack_->LoadRange(slot, out.subspan(done, whole)); !s.ok()) return s;
+      done += whole;
+      continue;
     }
+    const size_t n = std::min(left, kPageSize - in_page);
+    if (absl::Status s = stack_->Load(slot, absl::MakeSpan(page, kPageSize)); !s.ok()) return s;
+    std::memcpy(out.data() + done, page + in_page, n);
     done += n;
   }
   return absl::OkStatus();
@@ -27,21 +31,25 @@ absl::Status TierStackDevice::Write(uint64_t offset, absl::Span<const uint8_t> d
   uint8_t page[kPageSize];
   size_t done = 0;
   while (done < data.size()) {
-    uint64_t pos = offset + done;
-    uint64_t slot = pos / kPageSize;
-    size_t in_page = pos % kPageSize;
-    size_t n = std::min(data.size() - done, kPageSize - in_page);
+    const uint64_t pos = offset + done;
+    const uint64_t slot = pos / kPageSize;
+    const size_t in_page = pos % kPageSize;
+    const size_t left = data.size() - done;
+    if (in_page == 0 && left >= kPageSize) {
+      // Every whole page from here on, as one batch (one request per peer).
+      const size_t whole = left / kPageSize * kPageSize;
+      if (absl::Status s = stack_->StoreRange(slot, data.subspan(done, whole)); !s.ok()) return s;
+      done += whole;
+      continue;
+    }
+    // Read-modify-write inside the page, under the page's lock so that two
+    // partial writes to one page cannot lose each other's bytes.
+    const size_t n = std::min(left, kPageSize - in_page);
     std::lock_guard<std::mutex> lock(LockFor(slot));
-    if (in_page == 0 && n == kPageSize) {
-      if (absl::Status s = stack_->Store(slot, data.subspan(done, kPageSize)); !s.ok()) return s;
-    } else {
-      // Read-modify-write inside the page, under the page's lock so that two
-      // partial writes to one page cannot lose each other's bytes.
-      if (absl::Status s = stack_->Load(slot, absl::MakeSpan(page, kPageSize)); !s.ok()) return s;
-      std::memcpy(page + in_page, data.data() + done, n);
-      if (absl::Status s = stack_->Store(slot, absl::MakeConstSpan(page, kPageSize)); !s.ok()) {
-        return s;
-      }
+    if (absl::Status s = stack_->Load(slot, absl::MakeSpan(page, kPageSize)); !s.ok()) return s;
+    std::memcpy(page + in_page, data.data() + done, n);
+    if (absl::Status s = stack_->Store(slot, absl::MakeConstSpan(page, kPageSize)); !s.ok()) {
+      return s;
     }
     done += n;
   }

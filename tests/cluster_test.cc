@@ -144,6 +144,34 @@ TEST(Cluster, PagesGoToTwoDistinctPeersNeverSelf) {
   EXPECT_EQ(c.Status(2).pages_in_ram(), 300u);
 }
 
+TEST(Cluster, RangesTravelInBatchesAndSurviveAPeerDying) {
+  Cluster c(3, "64M");
+  const uint64_t kSlots = 1024;
+  Client cl = MakeClient(c, kSlots, 2);
+  std::vector<uint8_t> data;
+  for (uint64_t s = 0; s < kSlots; ++s) {
+    auto p = Content(s, 1);
+    data.insert(data.end(), p.begin(), p.end());
+  }
+  ASSERT_TRUE(cl.stack->StoreRange(0, data).ok());
+  uint64_t batches = 0, stores = 0;
+  for (const auto& p : cl.cluster->peers()) {
+    batches += p.batches;
+    stores += p.stores;
+  }
+  EXPECT_EQ(stores, 2 * kSlots);  // two copies of each page
+  // Pages travel many to a request, not one by one.
+  EXPECT_LE(batches, stores / 8) << batches << " requests for " << stores << " copies";
+  std::vector<uint8_t> out(data.size());
+  ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, data);
+  c.server(0).Kill();
+  std::fill(out.begin(), out.end(), 0);
+  ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, data);
+  EXPECT_EQ(cl.stack->stats().load_failures, 0u);
+}
+
 TEST(Cluster, KillOnePeerDuringWritesAndReadsLosesNothingAndHeals) {
   Cluster c(4, "64M");
   const uint64_t kSlots = 2000;
