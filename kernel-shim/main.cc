@@ -114,6 +114,10 @@ int Run() {
   const std::string local_swap = absl::GetFlag(FLAGS_local_swap);
   if (local_swap.empty()) return Fail("--local-swap is required (the last tier)");
   NbdServerOptions nbd_options;
+  // The kernel's swap I/O is 4-128 KiB per request; bigger requests (tools)
+  // are still served, 8 MiB at most, from a 16 MiB preallocated arena.
+  nbd_options.max_request_bytes = 8 << 20;
+  nbd_options.buffer_pool_bytes = 16 << 20;
   nbd_options.unix_path = absl::GetFlag(FLAGS_nbd_unix);
   nbd_options.tcp_listen = absl::GetFlag(FLAGS_nbd_listen);
   if (nbd_options.unix_path.empty() && nbd_options.tcp_listen.empty()) {

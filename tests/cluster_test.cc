@@ -3,6 +3,8 @@
 // stack acknowledged must read back identical, never stale.
 #include <grpcpp/grpcpp.h>
 
+#include <signal.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <map>
@@ -218,6 +220,27 @@ TEST(Cluster, KillOnePeerDuringWritesAndReadsLosesNothingAndHeals) {
       ASSERT_TRUE(ReadsBack(cl.stack.get(), s, Content(s, version[s])));
     }
   }
+}
+
+TEST(Cluster, AHungPeerCostsDeadlinesNotErrors) {
+  Cluster c(3, "64M");
+  const uint64_t kSlots = 400;
+  Client cl = MakeClient(c, kSlots, 2, "", absl::Milliseconds(300));
+  for (uint64_t s = 0; s < kSlots; ++s) ASSERT_TRUE(cl.stack->Store(s, Content(s, 1)).ok());
+  // A peer that hangs (SIGSTOP: its socket stays open, nothing answers):
+  // calls to it run into their deadlines, it is marked down, and reads and
+  // writes carry on with the other copies and peers.
+  ASSERT_EQ(kill(c.server(1).pid(), SIGSTOP), 0);
+  for (uint64_t s = 0; s < kSlots; ++s) {
+    ASSERT_TRUE(ReadsBack(cl.stack.get(), s, Content(s, 1)));
+    ASSERT_TRUE(cl.stack->Store(s, Content(s, 2)).ok());
+  }
+  bool marked_down = false;
+  for (const auto& p : cl.cluster->peers()) marked_down |= p.address == c.addresses()[1] && !p.up;
+  EXPECT_TRUE(marked_down);
+  ASSERT_EQ(kill(c.server(1).pid(), SIGCONT), 0);
+  for (uint64_t s = 0; s < kSlots; ++s) ASSERT_TRUE(ReadsBack(cl.stack.get(), s, Content(s, 2)));
+  EXPECT_EQ(cl.stack->stats().load_failures, 0u);
 }
 
 TEST(Cluster, FullPeersSendPagesToTheLocalFileWithoutErrors) {
