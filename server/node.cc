@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <mutex>
+#include <new>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
@@ -433,6 +434,16 @@ absl::Status Node::StoreOne(Client* c, const v1::Page& page, uint8_t* scratch) {
   if (exists && index_charged) {
     ram_.Release(kIndexEntryCharge);
     index_charged = false;
+  }
+  if (!exists) {
+    // The index may need to grow; if the process cannot get the memory,
+    // that is a refusal like any other, before anything is changed.
+    try {
+      shard.map.reserve(shard.map.size() + 1);
+    } catch (const std::bad_alloc&) {
+      undo();
+      return absl::ResourceExhaustedError("node out of memory (index)");
+    }
   }
 
   Entry e{0, page.generation(), page.checksum(), length,

@@ -98,7 +98,7 @@ run_case() {
   cluster_stored=$(json "$WORK/stats.json" "[t['stored'] for t in d['tiers'] if t['name']=='cluster'][0]")
   file_stored=$(json "$WORK/stats.json" "[t['stored'] for t in d['tiers'] if t['name']=='local-file'][0]")
   failures=$(json "$WORK/stats.json" "d['load_failures']")
-  echo "   shim: $stores stores, $cluster_stored to the cluster, $file_stored to the local file, $failures load failures"
+  echo "   shim: $stores stores, $cluster_stored to the cluster, $file_stored to the local file, $failures load failures, RSS $(($(json "$WORK/stats.json" "d['rss_bytes']") >> 20)) MiB"
   "$CTL" --server="$peers" status --json >"$WORK/status.json" 2>/dev/null
   local peer_pages
   peer_pages=$(json "$WORK/status.json" "sum(n.get('pages_in_ram',0)+n.get('pages_on_disk',0) for n in d['nodes'] if n['up'])")

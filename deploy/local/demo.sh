@@ -40,7 +40,7 @@ echo "1. Three ramster-servers on this machine (loopback), each donating 256 MiB
 for i in 0 1 2; do echo "   node$i on 127.0.0.1:$((BASE + i))"; done
 
 echo "2. ramster-shim: a 1 GiB NBD block device in front of the tier stack"
-echo "   (same-filled pages -> the cluster, $REPLICAS replicas -> a local swap file)."
+echo "   (same-filled pages stay in its slot map; the rest go to $REPLICAS peers, or to a local swap file)."
 "$BIN/kernel-shim/ramster-shim" --size=1G --peers="$PEERS" --replicas="$REPLICAS" \
   --local-swap="$WORK/local.swap" --nbd-unix="$WORK/nbd.sock" --stats-file="$WORK/stats.json" \
   --memory-budget=512M --client-id=demo-host 2>"$WORK/shim.log" &
@@ -69,15 +69,18 @@ if [ $KERNEL = 1 ]; then
   bash -c "echo \$\$ >'$CG/cgroup.procs'; exec '$BIN/tests/swap_workload' --mib=$MIB --passes=3 --ops=60000 --progress" \
     >"$WORK/workload.out" 2>"$WORK/workload.err" &
   WPID=$!
+  # On a terminal one line updates in place; otherwise a line every 5 s.
+  if [ -t 1 ]; then EVERY=1 FMT='\r   %-100s'; else EVERY=10 FMT='   %s\n'; fi
+  TICK=0
   while kill -0 $WPID 2>/dev/null; do
-    if [ -f "$WORK/stats.json" ]; then
-      printf '\r   %-100s' "$(python3 - "$WORK/stats.json" "$WORK/workload.err" <<'PY'
+    if [ -f "$WORK/stats.json" ] && [ $((TICK++ % EVERY)) -eq 0 ]; then
+      printf "$FMT" "$(python3 - "$WORK/stats.json" "$WORK/workload.err" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 t = {x['name']: x for x in d['tiers']}
 c = t.get('cluster', {}).get('slots', 0); f = t.get('local-file', {}).get('slots', 0)
 last = (open(sys.argv[2]).read().strip().splitlines() or ['starting'])[-1]
-print(f"out {d['stores']} in {d['loads']} | now remote {c} local {f} fill-word {d['slots_filled']} | {last}")
+print(f"pages out {d['stores']} in {d['loads']} | held remote {c} local {f} as fill word {d['slots_filled']} | {last}")
 PY
 )"
     fi
