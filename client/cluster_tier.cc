@@ -87,7 +87,6 @@ absl::StatusOr<std::unique_ptr<ClusterTier>> ClusterTier::Create(ClusterOptions 
   }
   std::unique_ptr<ClusterTier> tier(new ClusterTier(std::move(options)));
   tier->Resolve();
-  for (Peer* p : tier->Ranked(0, {})) p->CheckHealth();
   {
     MutexLock lock(&tier->peers_mu_);
     for (auto& p : tier->peers_) p->CheckHealth();
