@@ -676,6 +676,10 @@ uint64_t Node::RemoveRange(Client* c, int depth, uint32_t pool, uint64_t object)
 
 std::pair<uint64_t, uint64_t> Node::Evict(uint64_t target, bool ephemeral_only) {
   MutexLock evict_lock(&evict_mu_);
+  // Empty chunks kept for reuse go first: they hold no pages. While pages
+  // move out, every chunk they empty is given back at once.
+  slab_.set_caching(false);
+  if (ram_.used() > target) slab_.DropCache();
   uint64_t written = 0, dropped = 0;
   std::vector<Client*> clients;
   {
@@ -754,6 +758,7 @@ std::pair<uint64_t, uint64_t> Node::Evict(uint64_t target, bool ephemeral_only) 
       flush();
     }
   }
+  slab_.set_caching(true);
   ops_.written_back += written;
   ops_.ephemeral_dropped += dropped;
   return {written, dropped};

@@ -117,6 +117,14 @@ class Node {
   // Counts a request rejected before it reached the node (bad identity).
   void CountRejected() { ops_.rejected.fetch_add(1, std::memory_order_relaxed); }
 
+  // True while no request can touch the disk tier: nothing is on disk and
+  // RAM is below the write-back watermark. Services then answer page
+  // requests on the gRPC thread itself instead of handing them to workers.
+  bool ServesFromRam() const {
+    return pages_on_disk_.load(std::memory_order_relaxed) == 0 &&
+           ram_.used() < static_cast<uint64_t>(ram_.limit() * options_.high_watermark);
+  }
+
   const NodeOptions& options() const { return options_; }
   uint64_t ram_used() const { return ram_.used(); }
   uint64_t disk_used() const { return disk_.used(); }

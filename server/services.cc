@@ -46,17 +46,20 @@ absl::StatusOr<std::string> CallerIdentity(const grpc::CallbackServerContext& ct
   return std::string(id);
 }
 
-// Runs fn(identity) -> absl::Status on the work queue and finishes the call
-// with its status.
 template <typename Fn>
 grpc::ServerUnaryReactor* PageStoreService::Serve(grpc::CallbackServerContext* ctx,
-                                                  Fn fn) {
+                                                  bool ram_only, Fn fn) {
   absl::StatusOr<std::string> who = CallerIdentity(*ctx);
   if (!who.ok()) {
     node_->CountRejected();
     return FinishNow(ctx, who.status());
   }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (ram_only && node_->ServesFromRam()) {
+    // Memory and short locks only: no reason to wake a worker for it.
+    reactor->Finish(ToGrpcStatus(fn(*who)));
+    return reactor;
+  }
   bool queued = work_->Submit([reactor, fn, id = std::move(*who)]() mutable {
     reactor->Finish(ToGrpcStatus(fn(id)));
   });
@@ -70,7 +73,7 @@ grpc::ServerUnaryReactor* PageStoreService::Serve(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* PageStoreService::OpenSession(
     grpc::CallbackServerContext* ctx, const v1::OpenSessionRequest* request,
     v1::OpenSessionResponse* response) {
-  return Serve(ctx, [this, request, response](const std::string& id) {
+  return Serve(ctx, /*ram_only=*/false, [this, request, response](const std::string& id) {
     return node_->OpenSession(id, *request, response);
   });
 }
@@ -78,7 +81,7 @@ grpc::ServerUnaryReactor* PageStoreService::OpenSession(
 grpc::ServerUnaryReactor* PageStoreService::Heartbeat(
     grpc::CallbackServerContext* ctx, const v1::HeartbeatRequest* request,
     v1::HeartbeatResponse* response) {
-  return Serve(ctx, [this, request, response](const std::string& id) {
+  return Serve(ctx, /*ram_only=*/true, [this, request, response](const std::string& id) {
     return node_->Heartbeat(id, *request, response);
   });
 }
@@ -86,7 +89,7 @@ grpc::ServerUnaryReactor* PageStoreService::Heartbeat(
 grpc::ServerUnaryReactor* PageStoreService::Store(grpc::CallbackServerContext* ctx,
                                                   const v1::StoreRequest* request,
                                                   v1::StoreResponse* response) {
-  return Serve(ctx, [this, request, response](const std::string& id) {
+  return Serve(ctx, /*ram_only=*/true, [this, request, response](const std::string& id) {
     return node_->Store(id, *request, response);
   });
 }
@@ -94,7 +97,7 @@ grpc::ServerUnaryReactor* PageStoreService::Store(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* PageStoreService::Load(grpc::CallbackServerContext* ctx,
                                                  const v1::LoadRequest* request,
                                                  v1::LoadResponse* response) {
-  return Serve(ctx, [this, request, response](const std::string& id) {
+  return Serve(ctx, /*ram_only=*/true, [this, request, response](const std::string& id) {
     return node_->Load(id, *request, response);
   });
 }
@@ -102,7 +105,7 @@ grpc::ServerUnaryReactor* PageStoreService::Load(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* PageStoreService::Invalidate(
     grpc::CallbackServerContext* ctx, const v1::InvalidateRequest* request,
     v1::InvalidateResponse* response) {
-  return Serve(ctx, [this, request, response](const std::string& id) {
+  return Serve(ctx, /*ram_only=*/false, [this, request, response](const std::string& id) {
     return node_->Invalidate(id, *request, response);
   });
 }

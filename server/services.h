@@ -43,8 +43,11 @@ class PageStoreService final : public v1::PageStore::CallbackService {
                                        v1::InvalidateResponse* response) override;
 
  private:
+  // Runs fn(identity) -> absl::Status and finishes the call with its
+  // status: inline when `ram_only` and the node cannot touch its disk
+  // (Node::ServesFromRam), else on the work queue.
   template <typename Fn>
-  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, Fn fn);
+  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, bool ram_only, Fn fn);
 
   Node* const node_;
   WorkQueue* const work_;

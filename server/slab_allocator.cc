@@ -43,6 +43,7 @@ SlabAllocator::SlabAllocator(Budget* budget) : budget_(budget) {
 }
 
 SlabAllocator::~SlabAllocator() {
+  DropCache();
   if (directory_ == nullptr) return;
   MutexLock lock(&ids_mu_);
   for (uint32_t id = 1; id < next_id_; ++id) {
@@ -64,14 +65,8 @@ uint32_t SlabAllocator::ClassSize(uint32_t size) {
 SlabAllocator::Chunk* SlabAllocator::NewChunk(SizeClass* cls,
                                               uint32_t class_index) {
   if (directory_ == nullptr) return nullptr;
-  const uint64_t charge = cls->chunk_size + kChunkOverhead;
-  if (!budget_->TryCharge(charge)) return nullptr;
-  void* mem = mmap(nullptr, cls->chunk_size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) {
-    budget_->Release(charge);
-    return nullptr;
-  }
+  void* mem = MapChunk(cls->chunk_size);
+  if (mem == nullptr) return nullptr;
   uint32_t id;
   {
     MutexLock lock(&ids_mu_);
@@ -81,16 +76,14 @@ SlabAllocator::Chunk* SlabAllocator::NewChunk(SizeClass* cls,
     } else if (next_id_ < kMaxChunks) {
       id = next_id_++;
     } else {
-      munmap(mem, cls->chunk_size);
-      budget_->Release(charge);
+      UnmapChunk(mem, cls->chunk_size);
       return nullptr;
     }
     chunk_bytes_ += cls->chunk_size;
   }
   auto* c = new (std::nothrow) Chunk;
   if (c == nullptr) {
-    munmap(mem, cls->chunk_size);
-    budget_->Release(charge);
+    UnmapChunk(mem, cls->chunk_size);
     MutexLock lock(&ids_mu_);
     free_ids_.push_back(id);
     chunk_bytes_ -= cls->chunk_size;
@@ -166,12 +159,67 @@ void SlabAllocator::Free(uint64_t handle) {
     }
   }
   if (release) {
-    munmap(c->mem, cls->chunk_size);
+    UnmapChunk(c->mem, cls->chunk_size);
     delete c;
-    budget_->Release(cls->chunk_size + kChunkOverhead);
     MutexLock lock(&ids_mu_);
     free_ids_.push_back(id);
     chunk_bytes_ -= cls->chunk_size;
+  }
+}
+
+void* SlabAllocator::MapChunk(uint32_t size) {
+  {
+    MutexLock lock(&cache_mu_);
+    std::vector<void*>& list = cached_[size / 4096];
+    if (!list.empty()) {
+      void* mem = list.back();
+      list.pop_back();
+      cached_bytes_ -= size;
+      return mem;  // still charged
+    }
+  }
+  const uint64_t charge = size + kChunkOverhead;
+  if (!budget_->TryCharge(charge)) {
+    DropCache();
+    if (!budget_->TryCharge(charge)) return nullptr;
+  }
+  void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    budget_->Release(charge);
+    return nullptr;
+  }
+  return mem;
+}
+
+void SlabAllocator::UnmapChunk(void* mem, uint32_t size) {
+  {
+    // Only with room to spare: near its limit the budget needs every byte
+    // that a freed chunk gives back (eviction counts on it).
+    MutexLock lock(&cache_mu_);
+    if (caching_.load() && cached_bytes_ + size <= kMaxCachedBytes &&
+        budget_->used() <= budget_->limit() / 8 * 7) {
+      cached_[size / 4096].push_back(mem);
+      cached_bytes_ += size;
+      return;
+    }
+  }
+  munmap(mem, size);
+  budget_->Release(size + kChunkOverhead);
+}
+
+void SlabAllocator::DropCache() {
+  std::vector<std::pair<void*, uint32_t>> drop;
+  {
+    MutexLock lock(&cache_mu_);
+    for (uint32_t pages = 1; pages <= kMaxChunkSize / 4096; ++pages) {
+      for (void* mem : cached_[pages]) drop.emplace_back(mem, pages * 4096);
+      cached_[pages].clear();
+    }
+    cached_bytes_ = 0;
+  }
+  for (auto [mem, size] : drop) {
+    munmap(mem, size);
+    budget_->Release(size + kChunkOverhead);
   }
 }
 

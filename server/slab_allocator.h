@@ -2,7 +2,11 @@
 // object of n bytes takes the smallest class of 16-byte granularity that fits
 // it, and each class carves chunks of 1 to 16 pages (the fewest pages that
 // waste at most 1/16 of the chunk, as zsmalloc sizes its zspages) into equal
-// objects. An empty chunk is unmapped at once. The RAM charged
+// objects. An empty chunk goes to a small cache of mapped chunks (at most
+// kMaxCachedBytes, still charged: it is resident) for the next chunk of its
+// size, so that a class at the boundary does not map and unmap, and fault
+// in, a chunk per store; only while the budget is below 7/8 of its limit,
+// and the cache is dropped whenever the budget needs the room. The RAM charged
 // to the node's Budget is the chunks themselves (mmap'd, so freeing an empty
 // chunk really returns it), which is what the process really uses for pages.
 //
@@ -19,6 +23,7 @@
 #ifndef RAMSTER_SERVER_SLAB_ALLOCATOR_H_
 #define RAMSTER_SERVER_SLAB_ALLOCATOR_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -55,8 +60,14 @@ class SlabAllocator {
   void Free(uint64_t handle);
   uint8_t* Resolve(uint64_t handle) const;
 
-  // Bytes of chunks mapped (what is charged to the budget).
+  // Bytes of chunks in use (holding at least one object).
   uint64_t chunk_bytes() const;
+  // Unmaps the cached empty chunks and returns their charge.
+  void DropCache();
+  // While off, freed chunks are unmapped at once (an eviction in progress
+  // must see every byte it frees).
+  void set_caching(bool on) { caching_.store(on); }
+  static constexpr uint64_t kMaxCachedBytes = 4 << 20;
   // Bytes of live objects (class sizes), for fragmentation figures.
   uint64_t object_bytes() const;
 
@@ -73,6 +84,11 @@ class SlabAllocator {
   };
 
   Chunk* NewChunk(SizeClass* cls, uint32_t class_index);
+  // A mapped, charged chunk of `size` bytes: from the cache, or new. nullptr
+  // when the budget has no room even after dropping the cache.
+  void* MapChunk(uint32_t size);
+  // Caches or unmaps (and uncharges) a chunk that no longer holds objects.
+  void UnmapChunk(void* mem, uint32_t size);
 
   Budget* const budget_;
   SizeClass classes_[kNumClasses];
@@ -83,6 +99,12 @@ class SlabAllocator {
   std::vector<uint32_t> free_ids_ ABSL_GUARDED_BY(ids_mu_);
   uint32_t next_id_ ABSL_GUARDED_BY(ids_mu_) = 1;  // 0 is never a chunk
   uint64_t chunk_bytes_ ABSL_GUARDED_BY(ids_mu_) = 0;
+
+  std::atomic<bool> caching_{true};
+  // Empty chunks kept mapped, by size in pages. A leaf lock.
+  Mutex cache_mu_;
+  std::vector<void*> cached_[kMaxChunkSize / 4096 + 1] ABSL_GUARDED_BY(cache_mu_);
+  uint64_t cached_bytes_ ABSL_GUARDED_BY(cache_mu_) = 0;
 };
 
 }  // namespace ramster

@@ -30,9 +30,16 @@ TEST(SlabAllocator, ChargesChunksToTheBudgetAndReturnsThem) {
     EXPECT_EQ(slab.chunk_bytes(), 4096u);
     EXPECT_EQ(slab.object_bytes(), 4096u);
     slab.Free(*h);
-    EXPECT_EQ(budget.used(), 0u);
     EXPECT_EQ(slab.chunk_bytes(), 0u);
     EXPECT_EQ(slab.object_bytes(), 0u);
+    // The empty chunk stays mapped (and charged) in the cache for reuse...
+    EXPECT_GE(budget.used(), 4096u);
+    auto again = slab.Allocate(4000);
+    ASSERT_TRUE(again.ok());
+    EXPECT_LT(budget.used(), 4096u + 128);  // ...and is reused, not added to
+    slab.Free(*again);
+    slab.DropCache();
+    EXPECT_EQ(budget.used(), 0u);
   }
   EXPECT_EQ(budget.used(), 0u);
 }
@@ -68,6 +75,9 @@ TEST(SlabAllocator, ObjectsKeepTheirBytes) {
   EXPECT_GE(slab.chunk_bytes(), expect_objects);
   for (const auto& [h, bytes] : live) slab.Free(h);
   EXPECT_EQ(slab.chunk_bytes(), 0u);
+  // What stays charged is the cache: at most its size plus chunk headers.
+  EXPECT_LE(budget.used(), SlabAllocator::kMaxCachedBytes + SlabAllocator::kMaxCachedBytes / 4096 * 64);
+  slab.DropCache();
   EXPECT_EQ(budget.used(), 0u);
 }
 
@@ -87,7 +97,22 @@ TEST(SlabAllocator, RefusesBeyondTheBudget) {
   // 4096-byte pages in one-page chunks, each charged a little over a page.
   EXPECT_EQ(handles.size(), 256u * 1024 / 4096 - 1);
   for (uint64_t h : handles) slab.Free(h);
+  slab.DropCache();
   EXPECT_EQ(budget.used(), 0u);
+}
+
+TEST(SlabAllocator, CachedChunksMakeWayWhenTheBudgetIsTight) {
+  Budget budget(256 * 1024);
+  SlabAllocator slab(&budget);
+  // Fill with one size, free everything (chunks go to the cache)...
+  std::vector<uint64_t> handles;
+  for (auto h = slab.Allocate(4096); h.ok(); h = slab.Allocate(4096)) handles.push_back(*h);
+  for (uint64_t h : handles) slab.Free(h);
+  // ...then another size needs the room: the cache is dropped for it.
+  int small = 0;
+  while (slab.Allocate(2000).ok()) ++small;
+  EXPECT_GE(small, 100);
+  EXPECT_LE(budget.used(), budget.limit());
 }
 
 TEST(SlabAllocator, RejectsOversizeObjects) {
@@ -131,6 +156,7 @@ TEST(SlabAllocator, ConcurrentAllocationNeverPassesTheLimit) {
   for (auto& th : threads) th.join();
   EXPECT_LE(max_seen.load(), budget.limit());
   EXPECT_GT(max_seen.load(), budget.limit() / 2);  // it really filled up
+  slab.DropCache();
   EXPECT_EQ(budget.used(), 0u);
 }
 
