@@ -1,12 +1,16 @@
 // FaultTier: wraps a tier and injects failures, for tests (LevelDB's
-// ErrorEnv, nbdkit's error filter). Every Nth call of a kind fails; a
-// "corrupt" load flips a byte of the result, which the stack must catch.
+// ErrorEnv, nbdkit's error and delay filters). Every Nth call of a kind
+// fails or is delayed; a "corrupt" load flips a byte of the result, which
+// must be caught. Wrapped around the cluster tier it acts on the peers'
+// answers; hangs are tested with real stopped servers (tests/cluster_test).
 #ifndef RAMSTER_CLIENT_FAULT_TIER_H_
 #define RAMSTER_CLIENT_FAULT_TIER_H_
 
 #include <atomic>
 #include <memory>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "client/tier.h"
 
 namespace ramster {
@@ -18,6 +22,8 @@ class FaultTier final : public Tier {
     int fail_store_every = 0;    // kUnavailable
     int fail_load_every = 0;     // kUnavailable
     int corrupt_load_every = 0;  // wrong bytes, reported OK by the inner tier
+    int delay_every = 0;         // sleep `delay` before the call (store or load)
+    absl::Duration delay = absl::Milliseconds(20);
     bool refuse_all_stores = false;
   };
   FaultTier(std::unique_ptr<Tier> inner, Faults faults)
@@ -31,11 +37,13 @@ class FaultTier final : public Tier {
       return absl::ResourceExhaustedError("injected: full");
     }
     if (Every(n, faults_.fail_store_every)) return absl::UnavailableError("injected: down");
+    if (Every(n, faults_.delay_every)) absl::SleepFor(faults_.delay);
     return inner_->Store(key, raw, enc, meta, durable);
   }
   absl::Status Load(const PageKey& key, const PageMeta& meta, absl::Span<uint8_t> out) override {
     int n = ++loads_;
     if (Every(n, faults_.fail_load_every)) return absl::UnavailableError("injected: down");
+    if (Every(n, faults_.delay_every)) absl::SleepFor(faults_.delay);
     absl::Status s = inner_->Load(key, meta, out);
     // A corrupted copy is only harmful if nobody checks: re-verify as a
     // real tier must, so that the corruption shows as kDataLoss.

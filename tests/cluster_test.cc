@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "client/cluster_tier.h"
+#include "client/fault_tier.h"
 #include "client/local_file_tier.h"
 #include "client/tier_stack.h"
 #include "gtest/gtest.h"
@@ -220,6 +221,67 @@ TEST(Cluster, KillOnePeerDuringWritesAndReadsLosesNothingAndHeals) {
       ASSERT_TRUE(ReadsBack(cl.stack.get(), s, Content(s, version[s])));
     }
   }
+}
+
+// The cluster tier wrapped in a fault injector: refusals, failures, delays
+// and corrupted copies, one call in N each, under random overwrites and
+// reads checked against a model. Writes never fail (the local file takes
+// what the cluster refuses); reads return the right bytes or, when the
+// injected fault left no good copy, an error, never wrong bytes.
+TEST(Cluster, InjectedFaultsNeverYieldWrongBytes) {
+  Cluster c(3, "64M");
+  const uint64_t kSlots = 300;
+  ClusterOptions o;
+  o.peers = c.addresses();
+  o.replicas = 2;
+  o.peer.client_id = "fault-host";
+  o.peer.boot_epoch = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+  o.peer.pool = kPool;
+  auto cluster = ClusterTier::Create(o);
+  ASSERT_TRUE(cluster.ok());
+  auto file = LocalFileTier::Open(TempPath("swap") + "/swapfile", kSlots);
+  ASSERT_TRUE(file.ok());
+  FaultTier::Faults f;
+  f.refuse_store_every = 17;
+  f.fail_store_every = 5;
+  f.fail_load_every = 7;
+  f.corrupt_load_every = 11;
+  f.delay_every = 13;
+  f.delay = absl::Milliseconds(5);
+  std::vector<std::unique_ptr<Tier>> tiers;
+  tiers.push_back(std::make_unique<FaultTier>(std::move(*cluster), f));
+  tiers.push_back(std::move(*file));
+  TierStack stack(kSlots, kPool, std::move(tiers));
+
+  std::vector<uint64_t> version(kSlots, 0);
+  std::mt19937_64 rng(11);
+  int wrong = 0, errors = 0, reads = 0;
+  for (int op = 0; op < 3000; ++op) {
+    uint64_t slot = rng() % kSlots;
+    if (rng() % 2 == 0) {
+      ASSERT_TRUE(stack.Store(slot, Content(slot, version[slot] + 1)).ok()) << op;
+      version[slot]++;
+    } else if (version[slot] > 0) {
+      std::vector<uint8_t> out(kPageSize);
+      absl::Status s = stack.Load(slot, absl::MakeSpan(out));
+      ++reads;
+      if (!s.ok()) {
+        EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+        ++errors;
+      } else if (out != Content(slot, version[slot])) {
+        ++wrong;
+      }
+    }
+  }
+  EXPECT_EQ(wrong, 0);
+  auto st = stack.stats();
+  EXPECT_GT(st.refused_by[0], 0u);  // the faults happened...
+  EXPECT_GT(st.stored_in[1], 0u);   // ...and the file took those pages
+  // Only reads that met an injected failure or corruption (the wrapper acts
+  // on the whole cluster, so no other copy can help) fail.
+  EXPECT_LE(errors, reads / 7 + reads / 11 + 2);
+  EXPECT_GT(errors, 0);
+  EXPECT_EQ(static_cast<uint64_t>(errors), st.load_failures);
 }
 
 TEST(Cluster, AHungPeerCostsDeadlinesNotErrors) {
