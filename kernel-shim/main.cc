@@ -9,6 +9,7 @@
 // swap file. It runs when its host is short of memory, so it locks its
 // memory, marks itself an I/O flusher, and refuses to start if what it needs
 // does not fit --memory-budget. Logs one line when ready; SIGTERM stops it.
+#include <grpcpp/grpcpp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -34,6 +35,7 @@
 #include "common/byte_size.h"
 #include "common/flags.h"
 #include "kernel-shim/nbd_server.h"
+#include "kernel-shim/shim_admin.h"
 #include "kernel-shim/tier_stack_device.h"
 
 ABSL_FLAG(ramster::ByteSize, size, ramster::ByteSize(0), "device size, a multiple of 4096 (e.g. 4G)");
@@ -49,7 +51,8 @@ ABSL_FLAG(std::string, self, "", "node id of this host's own ramster-server (nev
 ABSL_FLAG(std::string, client_id, "", "identity presented to peers (default: hostname)");
 ABSL_FLAG(std::string, stats_file, "", "write figures as JSON to this file every second");
 ABSL_FLAG(absl::Duration, call_timeout, absl::Seconds(2), "deadline of every call to a peer");
-ABSL_FLAG(std::string, admin_listen, "", "reserved: the shim's Admin endpoint (not built yet)");
+ABSL_FLAG(std::string, admin_listen, "",
+          "serve the Admin status (for ramsterctl) on this HOST:PORT (port 0: any)");
 
 namespace ramster {
 namespace {
@@ -63,15 +66,6 @@ std::string Hostname() {
   return buf;
 }
 
-uint64_t RssBytes() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
-  }
-  return 0;
-}
-
 std::string StatsJson(TierStack* stack, ClusterTier* cluster, const NbdServer& nbd) {
   TierStack::Stats st = stack->stats();
   std::string j = absl::StrCat(
@@ -79,7 +73,7 @@ std::string StatsJson(TierStack* stack, ClusterTier* cluster, const NbdServer& n
       st.invalidates, ", \"same_filled\": ", st.same_filled, ", \"zero_loads\": ",
       st.zero_loads, ", \"backups\": ", st.backups, ", \"not_durable\": ", st.not_durable,
       ", \"load_fallbacks\": ", st.load_fallbacks, ", \"load_failures\": ", st.load_failures,
-      ", \"slots_filled\": ", st.slots_filled, ", \"rss_bytes\": ", RssBytes(),
+      ", \"slots_filled\": ", st.slots_filled, ", \"rss_bytes\": ", ProcessRssBytes(),
       ", \"slot_map_bytes_per_slot\": ", stack->slot_map()->BytesPerSlot(), ", \"tiers\": [");
   for (size_t i = 0; i < stack->tier_count(); ++i) {
     absl::StrAppend(&j, i ? ", " : "", "{\"name\": \"", std::string(stack->tier(i)->name()),
@@ -161,6 +155,8 @@ int Run() {
     fprintf(stderr, "ramster-shim: warning: PR_SET_IO_FLUSHER: %s\n", strerror(errno));
   }
 
+  std::string client_id = absl::GetFlag(FLAGS_client_id);
+  if (client_id.empty()) client_id = Hostname();
   std::vector<std::unique_ptr<Tier>> tiers;
   if (cache > 0) tiers.push_back(std::make_unique<LocalCacheTier>(cache));
   ClusterTier* cluster = nullptr;
@@ -169,8 +165,7 @@ int Run() {
     o.peers = peers;
     o.self_node_id = absl::GetFlag(FLAGS_self);
     o.replicas = replicas;
-    o.peer.client_id = absl::GetFlag(FLAGS_client_id);
-    if (o.peer.client_id.empty()) o.peer.client_id = Hostname();
+    o.peer.client_id = client_id;
     o.peer.boot_epoch = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
     o.peer.pool = kSwapPool;
     o.peer.call_timeout = absl::GetFlag(FLAGS_call_timeout);
@@ -192,15 +187,35 @@ int Run() {
             strerror(errno));
   }
 
+  // The Admin endpoint, for ramsterctl.
+  std::unique_ptr<ShimAdminService> admin;
+  std::unique_ptr<grpc::Server> admin_server;
+  std::string admin_where;
+  if (const std::string listen = absl::GetFlag(FLAGS_admin_listen); !listen.empty()) {
+    ShimAdminService::Identity id;
+    id.client_id = client_id;
+    id.memory_budget = budget;
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+    admin = std::make_unique<ShimAdminService>(&stack, id);
+    builder.RegisterService(admin.get());
+    admin_server = builder.BuildAndStart();
+    if (admin_server == nullptr || port == 0) return Fail("cannot serve Admin on " + listen);
+    const std::string address = absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
+    admin->set_address(address);
+    admin_where = ", Admin on " + address;
+  }
   std::string where = nbd_options.unix_path.empty() ? "" : "unix:" + nbd_options.unix_path;
   if (!nbd_options.tcp_listen.empty()) {
     absl::StrAppend(&where, where.empty() ? "" : " and ", "tcp:127.0.0.1:", nbd.tcp_port());
   }
   fprintf(stderr,
-          "ramster-shim: ready: NBD on %s, %s device, %zu peers, replicas %d, local swap %s, "
+          "ramster-shim: ready: NBD on %s%s, %s device, %zu peers, replicas %d, local swap %s, "
           "RSS %s\n",
-          where.c_str(), FormatBytes(size).c_str(), peers.size(), replicas, local_swap.c_str(),
-          FormatBytes(RssBytes()).c_str());
+          where.c_str(), admin_where.c_str(), FormatBytes(size).c_str(), peers.size(), replicas,
+          local_swap.c_str(),
+          FormatBytes(ProcessRssBytes()).c_str());
   fflush(stderr);
 
   // Figures for the demo and tests, once a second.
@@ -225,6 +240,7 @@ int Run() {
   sigwait(&signals, &sig);
   fprintf(stderr, "ramster-shim: %s: stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   nbd.Stop();
+  if (admin_server != nullptr) admin_server->Shutdown();
   stop = true;
   if (stats.joinable()) stats.join();
   TierStack::Stats st = stack.stats();
