@@ -1,0 +1,582 @@
+#!/usr/bin/python3
+"""Turns bench/results/<date>/raw/ (written by bench/run.sh) into report.md,
+summary.md and PNG plots in bench/results/<date>/.
+
+Every figure is the median over the runs (or rounds) with its min-max; every
+ratio is computed per run from figures measured in that run, then its median
+and min-max are given. Nothing here edits a number: it only reads raw files.
+
+  /usr/bin/python3 bench/report.py bench/results/<date>
+"""
+import csv
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+OUT = sys.argv[1]
+RAW = os.path.join(OUT, "raw")
+
+try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except Exception as e:  # the report still gets written, without plots
+    plt = None
+    PLOT_ERR = str(e)
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except Exception:
+        return None
+
+
+def read(path, default=""):
+    try:
+        with open(path) as f:
+            return f.read()
+    except Exception:
+        return default
+
+
+def stat(vals):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return None
+    return (statistics.median(vals), min(vals), max(vals), len(vals))
+
+
+def fnum(x, digits=3):
+    if x is None:
+        return "n/a"
+    a = abs(x)
+    if a >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    if a >= 1e4:
+        return f"{x / 1e3:.1f}k"
+    if a >= 100:
+        return f"{x:.0f}"
+    if a >= 10:
+        return f"{x:.1f}"
+    return f"{x:.{digits - 1}f}" if a >= 1 else f"{x:.{digits}f}"
+
+
+def fs(s, unit=""):
+    """median [min-max] (n)"""
+    if s is None:
+        return "n/a"
+    m, lo, hi, n = s
+    if n == 1:
+        return f"{fnum(m)}{unit}"
+    return f"{fnum(m)}{unit} [{fnum(lo)}-{fnum(hi)}]"
+
+
+def verdict(s, goal, higher_better=True):
+    if s is None:
+        return "n/a"
+    ok = s[0] >= goal if higher_better else s[0] <= goal
+    return "met" if ok else "**not met**"
+
+
+meta = load(os.path.join(RAW, "meta.json")) or {}
+end = load(os.path.join(RAW, "end.json")) or {}
+status = {}
+for line in read(os.path.join(RAW, "status.tsv")).splitlines():
+    parts = line.split("\t")
+    if len(parts) >= 4:
+        status[parts[0]] = {"state": parts[1], "reason": parts[2], "seconds": parts[3]}
+notes = [n for n in read(os.path.join(RAW, "notes.txt")).splitlines() if n.strip()]
+RUNS = meta.get("runs", 1)
+
+md = []        # report.md body
+summary = []   # rows: (suite, metric, ramster, baseline, ratio, goal, verdict)
+plots = []
+
+
+def savefig(fig, name):
+    path = os.path.join(OUT, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    plots.append(name)
+    return name
+
+
+def suite_header(key, title):
+    md.append(f"\n## {title}\n")
+    st = status.get(key)
+    if st is None:
+        md.append("Not run in this invocation.\n")
+        return False
+    md.append(f"Suite status: **{st['state']}**" + (f" ({st['reason']})" if st["reason"] else "")
+              + f", {st['seconds']} s.\n")
+    return True
+
+
+# ---------------------------------------------------------------- 1. codec
+def codec():
+    if not suite_header("codec", "1. Codec: page codec vs raw LZ4 (codec_bench)"):
+        return
+    runs = [load(p) for p in sorted(glob.glob(os.path.join(RAW, "codec-run*.json")))]
+    runs = [r for r in runs if r]
+    if not runs:
+        md.append("No results.\n")
+        return
+    md.append(f"Corpus: {runs[0].get('total_pages')} pages cut from files on this machine "
+              f"(fingerprint {runs[0].get('corpus_fingerprint')}), LZ4 {runs[0].get('lz4_version')}; "
+              f"{len(runs)} process run(s), each the median of {runs[0].get('rounds')} rounds. "
+              "Spread: min-max over all rounds of all runs; ratio codec/LZ4: per run, then median [min-max].\n")
+    md.append("| class | op | codec pages/s | codec MB/s | LZ4 pages/s | codec / LZ4 speed | ratio codec | ratio LZ4 |")
+    md.append("|---|---|---|---|---|---|---|---|")
+    classes = [r["class"] for r in runs[0]["results"]]
+    for cls in classes:
+        for op in ("encode", "decode"):
+            cp, cm, lp, ratio = [], [], [], []
+            rc = rl = None
+            for run in runs:
+                res = next(x for x in run["results"] if x["class"] == cls)
+                pages = res["pages"]
+                cp += [pages / s for s in res[op]["codec"]["round_s"] if s > 0]
+                cm += [pages * 4096 / 1e6 / s for s in res[op]["codec"]["round_s"] if s > 0]
+                lp += [pages / s for s in res[op]["lz4"]["round_s"] if s > 0]
+                ratio.append(res[op]["codec_over_lz4"])
+                rc, rl = res["ratio"]["codec"], res["ratio"]["lz4"]
+            sr = stat(ratio)
+            md.append(f"| {cls} | {op} | {fs(stat(cp))} | {fs(stat(cm))} | {fs(stat(lp))} | {fs(sr)}x | "
+                      f"{rc:.3f} | {rl:.3f} |")
+            if cls == "mix":
+                summary.append(("1 codec", f"{op} pages/s, mixed corpus", fs(stat(cp)), f"LZ4 {fs(stat(lp))}",
+                                fs(sr) + "x", ">= 0.90x", verdict(sr, 0.90)))
+    res = next(x for x in runs[0]["results"] if x["class"] == "mix")
+    summary.append(("1 codec", "compression ratio, mixed corpus", f"{res['ratio']['codec']:.3f}",
+                    f"LZ4 {res['ratio']['lz4']:.3f}", f"{res['ratio']['codec'] / res['ratio']['lz4']:.3f}x",
+                    ">= 0.90x", verdict((res['ratio']['codec'] / res['ratio']['lz4'],) * 3 + (1,), 0.90)))
+    if plt:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        xs, labels = [], []
+        for i, cls in enumerate(classes):
+            for j, op in enumerate(("encode", "decode")):
+                for k, impl in enumerate(("codec", "lz4")):
+                    vals = []
+                    for run in runs:
+                        res = next(x for x in run["results"] if x["class"] == cls)
+                        vals += [res["pages"] * 4096 / 1e6 / s for s in res[op][impl]["round_s"] if s > 0]
+                    s = stat(vals)
+                    x = i * 5 + j * 2 + k
+                    ax.bar(x, s[0], yerr=[[s[0] - s[1]], [s[2] - s[0]]], capsize=2,
+                           color=("C0" if impl == "codec" else "C1"), alpha=(1 if op == "encode" else 0.6))
+            xs.append(i * 5 + 1.5)
+            labels.append(cls)
+        ax.set_xticks(xs)
+        ax.set_xticklabels(labels)
+        ax.set_yscale("log")
+        ax.set_ylabel("MB/s (uncompressed), log")
+        ax.set_title("codec (blue) vs raw LZ4 (orange); solid encode, light decode")
+        md.append(f"\n![codec]({savefig(fig, 'codec.png')})\n")
+
+
+# ---------------------------------------------------------------- 2. store
+def store():
+    if not suite_header("store", "2. Page store: one ramster-server vs memcached (server_bench)"):
+        return
+    d = load(os.path.join(RAW, "store.json"))
+    if not d:
+        md.append("No results.\n")
+        return
+    md.append(f"{d.get('threads')} client threads, {d.get('rounds')} rounds (median [min-max] over rounds); "
+              f"latency per round trip ({d.get('latency_unit')}); batch = {len(d.get('patterns', []) or [])} "
+              f"patterns. Both servers and the client share the {d.get('cores')} cores. "
+              "Ratios are ramster/memcached of medians measured in the same process, rounds alternating "
+              "which system goes first.\n")
+    md.append("| pattern | op | system | pages/s | p50 us | p99 us | server CPU us/page |")
+    md.append("|---|---|---|---|---|---|---|")
+    for r in d["results"]:
+        g = lambda k: (r[k]["median"], r[k]["min"], r[k]["max"], len(r[k]["rounds"]))
+        md.append(f"| {r['pattern']} | {r['op']} | {r['system']} | {fs(g('pages_per_s'))} | {fs(g('p50_us'))} | "
+                  f"{fs(g('p99_us'))} | {fs(g('server_cpu_us_per_page'))} |")
+    md.append("\n| pattern | op | ramster/memcached pages/s | p50 | p99 |")
+    md.append("|---|---|---|---|---|")
+    for x in d.get("ratios_ramster_over_memcached", []):
+        md.append(f"| {x['pattern']} | {x['op']} | {x['pages_per_s']:.2f}x | {x['p50_us']:.2f}x | {x['p99_us']:.2f}x |")
+        rs = next(r for r in d["results"] if r["system"] == "ramster" and r["pattern"] == x["pattern"] and r["op"] == x["op"])
+        ms = next(r for r in d["results"] if r["system"] == "memcached" and r["pattern"] == x["pattern"] and r["op"] == x["op"])
+        # per-round ratios for the spread
+        rr = [a / b for a, b in zip(rs["pages_per_s"]["rounds"], ms["pages_per_s"]["rounds"]) if b]
+        s = stat(rr)
+        s = (x["pages_per_s"], s[1], s[2], s[3]) if s else None
+        summary.append(("2 store", f"{x['pattern']} {x['op']} pages/s (4 threads)",
+                        fs((rs["pages_per_s"]["median"], rs["pages_per_s"]["min"], rs["pages_per_s"]["max"], len(rr))),
+                        "memcached " + fs((ms["pages_per_s"]["median"], ms["pages_per_s"]["min"], ms["pages_per_s"]["max"], len(rr))),
+                        fs(s) + "x", ">= 1.0x" if x["pattern"] == "batched" else "-",
+                        verdict(s, 1.0) if x["pattern"] == "batched" else "-"))
+    mem = d.get("memory", {})
+    if "ramster" in mem:
+        m = mem["ramster"]
+        md.append(f"\nDonor RAM after the first fill of {m['pages']} pages: ramster RSS delta {m['rss_per_page']:.0f} B/page, "
+                  f"own account (ram_used_bytes) {m['accounted_per_page']:.0f} B/page, compressed payload "
+                  f"{m['payload_per_page']:.0f} B/page (overhead: RSS {m['rss_overhead_per_page']:.0f} B, account "
+                  f"{m['accounted_overhead_per_page']:.0f} B).")
+        if "memcached" in mem:
+            mc = mem["memcached"]
+            md.append(f" memcached: RSS delta {mc['rss_per_page']:.0f} B/page, stats bytes {mc['accounted_per_page']:.0f} B/page.")
+        md.append("\n")
+        summary.append(("2 store", "donor RAM per page (RSS delta) - compressed size", f"{m['rss_overhead_per_page']:.0f} B",
+                        f"payload {m['payload_per_page']:.0f} B", "-", "<= 32 B", "met" if m["rss_overhead_per_page"] <= 32 else "**not met**"))
+        summary.append(("2 store", "donor RAM per page (ram_used_bytes) - compressed size", f"{m['accounted_overhead_per_page']:.0f} B",
+                        f"payload {m['payload_per_page']:.0f} B", "-", "<= 32 B", "met" if m["accounted_overhead_per_page"] <= 32 else "**not met**"))
+    if plt:
+        fig, axs = plt.subplots(1, 2, figsize=(10, 4))
+        keys = [(p, o) for p in ("batched", "unbatched") for o in ("store", "load")]
+        for ax, metric, title in ((axs[0], "pages_per_s", "pages/s"), (axs[1], "p99_us", "p50 (bar) / p99 (dot) us per round trip")):
+            for i, (p, o) in enumerate(keys):
+                for k, sysname in enumerate(("ramster", "memcached")):
+                    r = next((r for r in d["results"] if r["system"] == sysname and r["pattern"] == p and r["op"] == o), None)
+                    if not r:
+                        continue
+                    m = r["pages_per_s" if metric == "pages_per_s" else "p50_us"]
+                    ax.bar(i * 3 + k, m["median"], yerr=[[m["median"] - m["min"]], [m["max"] - m["median"]]],
+                           capsize=3, color=f"C{k}", label=sysname if i == 0 else None)
+                    if metric != "pages_per_s":
+                        ax.plot(i * 3 + k, r["p99_us"]["median"], "k.")
+            ax.set_xticks([i * 3 + 0.5 for i in range(len(keys))])
+            ax.set_xticklabels([f"{p}\n{o}" for p, o in keys])
+            ax.set_title(title)
+            if metric != "pages_per_s":
+                ax.set_yscale("log")
+            ax.legend()
+        md.append(f"\n![store]({savefig(fig, 'store.png')})\n")
+
+
+# ---------------------------------------------------------------- 3. blockdev
+TARGETS = ("nbdkit-memory", "ramster-r1", "ramster-r2")
+
+
+def fio_fig(path):
+    d = load(path)
+    if not d:
+        return None
+    j = d["jobs"][0]
+    side = j["read"] if j["read"]["io_bytes"] > 0 else j["write"]
+    pct = side["clat_ns"].get("percentile", {})
+    return {"iops": side["iops"], "p50": pct.get("50.000000", 0) / 1000, "p99": pct.get("99.000000", 0) / 1000,
+            "pct": {float(k): v / 1000 for k, v in pct.items()}}
+
+
+def blockdev():
+    if not suite_header("blockdev", "3. Block device: fio nbd engine, 4 KiB random I/O"):
+        return
+    figs = {}
+    for path in glob.glob(os.path.join(RAW, "blockdev-*-run*.json")):
+        m = re.match(r"blockdev-(.+)-(randread|randwrite)-qd(\d+)-run(\d+)\.json", os.path.basename(path))
+        if m:
+            figs[(m.group(1), m.group(2), int(m.group(3)), int(m.group(4)))] = fio_fig(path)
+    if not figs:
+        md.append("No results.\n")
+        return
+    runs = sorted({k[3] for k in figs})
+    md.append(f"Targets: `nbdkit memory 1G` and ramster-shim (--size=1G, 3 local servers) with replicas 1 and 2, "
+              f"all reached through fio's nbd engine over a unix socket; region prefilled with sequential 1 MiB writes; "
+              f"{len(runs)} run(s), each job interleaved across targets. Latency: fio completion latency (clat). "
+              "Ratios per run against nbdkit measured in the same run.\n")
+    md.append("| pattern | QD | target | IOPS | p50 us | p99 us | IOPS / nbdkit | p50 / nbdkit |")
+    md.append("|---|---|---|---|---|---|---|---|")
+    for rw in ("randread", "randwrite"):
+        for qd in (1, 4, 32):
+            for t in TARGETS:
+                fl = [figs.get((t, rw, qd, r)) for r in runs]
+                base = [figs.get(("nbdkit-memory", rw, qd, r)) for r in runs]
+                iops = stat([f["iops"] for f in fl if f])
+                p50 = stat([f["p50"] for f in fl if f])
+                p99 = stat([f["p99"] for f in fl if f])
+                ri = stat([f["iops"] / b["iops"] for f, b in zip(fl, base) if f and b and b["iops"]])
+                rl = stat([f["p50"] / b["p50"] for f, b in zip(fl, base) if f and b and b["p50"]])
+                md.append(f"| {rw} | {qd} | {t} | {fs(iops)} | {fs(p50)} | {fs(p99)} | "
+                          f"{fs(ri) + 'x' if t != 'nbdkit-memory' else '-'} | {fs(rl) + 'x' if t != 'nbdkit-memory' else '-'} |")
+                if t != "nbdkit-memory" and qd == 1 and rw == "randread":
+                    summary.append(("3 blockdev", f"QD1 randread p50 us, {t}", fs(p50),
+                                    "nbdkit " + fs(stat([b["p50"] for b in base if b])), fs(rl) + "x", "<= 2.0x", verdict(rl, 2.0, False)))
+                if t != "nbdkit-memory" and qd == 32:
+                    summary.append(("3 blockdev", f"QD32 {rw} IOPS, {t}", fs(iops),
+                                    "nbdkit " + fs(stat([b["iops"] for b in base if b])), fs(ri) + "x", ">= 0.7x", verdict(ri, 0.7)))
+    if plt:
+        fig, axs = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, rw in zip(axs, ("randread", "randwrite")):
+            for k, t in enumerate(TARGETS):
+                ys, lo, hi = [], [], []
+                for qd in (1, 4, 32):
+                    s = stat([figs[(t, rw, qd, r)]["iops"] for r in runs if figs.get((t, rw, qd, r))])
+                    ys.append(s[0] if s else 0)
+                    lo.append(s[0] - s[1] if s else 0)
+                    hi.append(s[2] - s[0] if s else 0)
+                ax.bar([i * 4 + k for i in range(3)], ys, yerr=[lo, hi], capsize=3, label=t, color=f"C{k}")
+            ax.set_xticks([i * 4 + 1 for i in range(3)])
+            ax.set_xticklabels(["QD1", "QD4", "QD32"])
+            ax.set_title(f"4 KiB {rw} IOPS (median, min-max)")
+            ax.legend()
+        md.append(f"\n![blockdev IOPS]({savefig(fig, 'blockdev_iops.png')})\n")
+        fig, axs = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, rw in zip(axs, ("randread", "randwrite")):
+            for k, t in enumerate(TARGETS):
+                for qd, style in ((1, "-"), (32, "--")):
+                    # the run with the median p50
+                    fl = sorted([figs[(t, rw, qd, r)] for r in runs if figs.get((t, rw, qd, r))], key=lambda f: f["p50"])
+                    if not fl:
+                        continue
+                    f = fl[len(fl) // 2]
+                    ps = sorted(f["pct"].items())
+                    ax.plot([v for _, v in ps], [p for p, _ in ps], style, color=f"C{k}", label=f"{t} QD{qd}")
+            ax.set_xscale("log")
+            ax.set_xlabel("completion latency, us (log)")
+            ax.set_ylabel("percentile")
+            ax.set_title(f"{rw} latency distribution (median run)")
+            ax.legend(fontsize=7)
+        md.append(f"\n![blockdev latency]({savefig(fig, 'blockdev_latency.png')})\n")
+
+
+# ---------------------------------------------------------------- 4/5. swap + memory
+BACKENDS = ("ram", "loop-file", "zram-lz4", "nbdkit", "ramster-r1", "ramster-r2")
+
+
+def swap():
+    if not suite_header("swap", "4. Kernel swap end to end (swap_workload in a memory cgroup)"):
+        return
+    cfg = load(os.path.join(RAW, "swap-config.json")) or {}
+    rows = []
+    with open(os.path.join(RAW, "swap.csv")) as f:
+        for row in csv.reader(f):
+            if len(row) >= 5:
+                rows.append({"b": row[0], "run": int(row[1]), "secs": float(row[2]) if row[2] else None, "ok": row[3]})
+    md.append(f"Working set {cfg.get('mib')} MiB, cgroup v1 memory limit {cfg.get('limit_mib')} MiB "
+              f"(none for `ram`), {cfg.get('passes')} passes x {cfg.get('ops')} ops, swappiness 100; "
+              "one swap device at a time at priority 32767, backends round-robin within each run. "
+              "Time is the workload's own (fill + passes + verify). Ratios per run against nbdkit-via-nbdfuse.\n")
+    foreign = [n for n in notes if "other swap devices" in n]
+    md.append(("Other (foreign) swap devices were active during some backends: " + "; ".join(foreign) + "\n")
+              if foreign else "`swapon --show` showed no other swap devices before any backend (checked before each; raw/swap-*.swapon-before).\n")
+    runs = sorted({r["run"] for r in rows})
+    t = {(r["b"], r["run"]): r["secs"] for r in rows if r["ok"] == "ok"}
+    md.append("| backend | completion s | vs nbdkit | vs ram | runs ok |")
+    md.append("|---|---|---|---|---|")
+    stats = {}
+    for b in BACKENDS:
+        s = stat([t.get((b, r)) for r in runs])
+        stats[b] = s
+        rn = stat([t[(b, r)] / t[("nbdkit", r)] for r in runs if (b, r) in t and ("nbdkit", r) in t])
+        rr = stat([t[(b, r)] / t[("ram", r)] for r in runs if (b, r) in t and ("ram", r) in t and t[("ram", r)]])
+        okn = sum(1 for r in rows if r["b"] == b and r["ok"] == "ok")
+        md.append(f"| {b} | {fs(s)} | {fs(rn)}x | {fs(rr)}x | {okn}/{len([r for r in rows if r['b'] == b])} |")
+        if b.startswith("ramster"):
+            summary.append(("4 swap", f"workload completion s, {b}", fs(s), "nbdkit " + fs(stat([t.get(('nbdkit', r)) for r in runs])),
+                            fs(rn) + "x", "<= 1.25x" if b == "ramster-r1" else "-", verdict(rn, 1.25, False) if b == "ramster-r1" else "-"))
+    others = ", ".join(f"{b} {fs(stats[b])} s" for b in ("ram", "loop-file", "zram-lz4") if stats.get(b))
+    summary.append(("4 swap", "other backends (completion s)", "-", others, "-", "-", "-"))
+    if plt:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        for i, b in enumerate(BACKENDS):
+            s = stats.get(b)
+            if s:
+                ax.bar(i, s[0], yerr=[[s[0] - s[1]], [s[2] - s[0]]], capsize=4, color=f"C{i}")
+                ax.text(i, s[0], f"{s[0]:.2f}", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(BACKENDS)))
+        ax.set_xticklabels(BACKENDS)
+        ax.set_ylabel("seconds (median, min-max)")
+        ax.set_title(f"swap_workload {cfg.get('mib')} MiB in a {cfg.get('limit_mib')} MiB cgroup: completion time")
+        md.append(f"\n![swap]({savefig(fig, 'swap_completion.png')})\n")
+    memory(runs)
+
+
+def samples(path):
+    out = []
+    for line in read(path).splitlines():
+        try:
+            out.append(json.loads(line))
+        except Exception:
+            pass
+    return out
+
+
+def memory(runs):
+    md.append("\n## 5. Memory efficiency (same swap workload)\n")
+    md.append("Sampled while the workload ran; the figures are from the sample with the most data stored "
+              "(zram frees slots as soon as the workload exits). zram: `mm_stat` orig_data_size / mem_used_total. "
+              "ramster: logical bytes = 4096 x the slots the shim holds (its tiers' slots plus its same-filled "
+              "slots, as zram's orig_data_size counts same-filled pages); donor RAM = sum of the servers' ram_used_bytes, "
+              "and the servers' RSS growth since the first sample. With replicas 2, each logical page has two copies.\n")
+    md.append("| backend | logical MiB | donor RAM MiB (account) | donor RSS growth MiB | logical/donor (account) | logical/donor (RSS) | bytes per logical page (account) | shim RSS max MiB |")
+    md.append("|---|---|---|---|---|---|---|---|")
+    MiB = 1048576
+    zr = []
+    for r in runs:
+        ss = samples(os.path.join(RAW, f"swap-zram-lz4-run{r}-samples.jsonl"))
+        ss = [s for s in ss if len(s.get("mm_stat", [])) >= 3]
+        if ss:
+            best = max(ss, key=lambda s: s["mm_stat"][0])
+            orig, compr, used = best["mm_stat"][:3]
+            if used:
+                zr.append((orig, compr, used))
+    zratio = stat([o / u for o, c, u in zr])
+    if zr:
+        o, c, u = sorted(zr)[len(zr) // 2]
+        md.append(f"| zram-lz4 | {o / MiB:.1f} | {u / MiB:.1f} (compressed {c / MiB:.1f}) | - | {fs(zratio)} | - | "
+                  f"{u / (o / 4096):.0f} | - |")
+    for b in ("ramster-r1", "ramster-r2"):
+        per = []
+        for r in runs:
+            ss = [s for s in samples(os.path.join(RAW, f"swap-{b}-run{r}-samples.jsonl")) if s.get("status") and s.get("shim")]
+            if not ss:
+                continue
+            base_rss = sum(ss[0].get("server_rss", []))
+            # slots held: the tiers' slots plus same-filled slots (kept in the slot map only)
+            held = lambda s: sum(t.get("slots", 0) for t in s["shim"].get("tiers", [])) + s["shim"].get("slots_filled", 0)
+            best = max(ss, key=held)
+            nodes = [n for n in best["status"]["nodes"] if n.get("up")]
+            used = sum(n.get("ram_used_bytes", 0) for n in nodes)
+            logical = held(best) * 4096
+            rss = sum(best.get("server_rss", [])) - base_rss
+            shim_rss = max(max(s.get("shim_rss", 0), s["shim"].get("rss_bytes", 0)) for s in ss)
+            if logical and used:
+                per.append({"logical": logical, "used": used, "rss": rss, "shim_rss": shim_rss,
+                            "slotmap": best["shim"].get("slot_map_bytes_per_slot")})
+        if not per:
+            md.append(f"| {b} | n/a | | | | | | |")
+            continue
+        ra = stat([p["logical"] / p["used"] for p in per])
+        rr = stat([p["logical"] / p["rss"] for p in per if p["rss"] > 0])
+        p = sorted(per, key=lambda p: p["logical"] / p["used"])[len(per) // 2]
+        md.append(f"| {b} | {p['logical'] / MiB:.1f} | {p['used'] / MiB:.1f} | {p['rss'] / MiB:.1f} | {fs(ra)} | {fs(rr)} | "
+                  f"{p['used'] / (p['logical'] / 4096):.0f} | {p['shim_rss'] / MiB:.1f} |")
+        if b == "ramster-r1":
+            summary.append(("5 memory", "logical bytes / donor RAM (ram_used_bytes), replicas 1", fs(ra),
+                            "zram " + fs(zratio), fs(stat([a / zratio[0] for a in [ra[0]]])) + "x" if ra and zratio else "n/a",
+                            ">= zram", verdict(ra, zratio[0]) if ra and zratio else "n/a"))
+            summary.append(("5 memory", "logical bytes / donor RSS growth, replicas 1", fs(rr),
+                            "zram " + fs(zratio), "-", ">= zram", verdict(rr, zratio[0]) if rr and zratio else "n/a"))
+            summary.append(("5 memory", "shim RSS while swapping (max), MiB", f"{max(q['shim_rss'] for q in per) / MiB:.1f}",
+                            "-", "-", "-", "-"))
+    # slot map from client_bench
+    sm = []
+    sm64 = []
+    for path in glob.glob(os.path.join(RAW, "scale-n*-run*.json")):
+        d = load(path)
+        if d:
+            sm.append(d.get("slot_map_bytes_per_slot"))
+            sm64.append(d.get("slot_map_bytes_per_slot_64g"))
+    if sm64:
+        s = stat(sm64)
+        md.append(f"\nSlot map (client_bench): {fs(s)} bytes per slot for a 64 GiB device (RSS); "
+                  f"{fs(stat(sm))} bytes per slot at the bench's small slot counts (fixed lock stripes included).\n")
+        summary.append(("5 memory", "slot-map bytes per slot (64 GiB device)", fs(s), "-", "-", "<= 16", verdict(s, 16, False)))
+
+
+# ---------------------------------------------------------------- 6. scale
+def scale():
+    if not suite_header("scale", "6. Scale: 1, 2, 4, 8 local servers (client_bench) and index overhead"):
+        return
+    figs = {}
+    for path in glob.glob(os.path.join(RAW, "scale-n*-run*.json")):
+        m = re.match(r"scale-n(\d+)-run(\d+)\.json", os.path.basename(path))
+        d = load(path)
+        if m and d:
+            for c in d["configs"]:
+                for op in ("store", "load"):
+                    figs.setdefault((int(m.group(1)), c["replicas"], op), []).append(c[op])
+    ns = sorted({k[0] for k in figs})
+    md.append("client_bench: tier stack (cluster tier -> local file) against N local ramster-servers, 4 threads, "
+              "one page per call; all servers and the client share this machine's cores, so more servers add "
+              "CPU contention, not capacity. Median [min-max] over runs.\n")
+    md.append("| servers | replicas | store pages/s | store p50 us | load pages/s | load p50 us |")
+    md.append("|---|---|---|---|---|---|")
+    for n in ns:
+        for rep in (1, 2):
+            s = figs.get((n, rep, "store"), [])
+            l = figs.get((n, rep, "load"), [])
+            md.append(f"| {n} | {rep} | {fs(stat([x['pages_per_s'] for x in s]))} | {fs(stat([x['p50_us'] for x in s]))} | "
+                      f"{fs(stat([x['pages_per_s'] for x in l]))} | {fs(stat([x['p50_us'] for x in l]))} |")
+    for n in ns:
+        summary.append(("6 scale", f"{n} server(s), replicas 1: store / load pages/s",
+                        f"{fs(stat([x['pages_per_s'] for x in figs.get((n, 1, 'store'), [])]))} / "
+                        f"{fs(stat([x['pages_per_s'] for x in figs.get((n, 1, 'load'), [])]))}", "-", "-", "-", "-"))
+    if plt and ns:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        k = 0
+        for rep in (1, 2):
+            for op in ("store", "load"):
+                ss = [stat([x["pages_per_s"] for x in figs.get((n, rep, op), [])]) for n in ns]
+                ax.errorbar(ns, [s[0] for s in ss], yerr=[[s[0] - s[1] for s in ss], [s[2] - s[0] for s in ss]],
+                            marker="o", capsize=3, label=f"{op}, replicas {rep}", color=f"C{k}")
+                k += 1
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ns)
+        ax.set_xticklabels([str(n) for n in ns])
+        ax.set_xlabel("local servers")
+        ax.set_ylabel("pages/s")
+        ax.set_title("client_bench pages/s per configuration")
+        ax.legend()
+        md.append(f"\n![scale]({savefig(fig, 'scale.png')})\n")
+    md.append("\nIndex overhead: the first fill of a fresh ramster-server (server_bench --systems=ramster), "
+              "bytes per page beyond the compressed payload.\n")
+    md.append("| pages | fill pages/s | RSS delta B/page | ram_used_bytes B/page | payload B/page | RSS overhead B/page | account overhead B/page |")
+    md.append("|---|---|---|---|---|---|---|")
+    for path in sorted(glob.glob(os.path.join(RAW, "index-*.json")), key=lambda p: int(re.findall(r"\d+", os.path.basename(p))[0])):
+        d = load(path)
+        if not d or "ramster" not in d.get("memory", {}):
+            md.append(f"| {os.path.basename(path)} | failed | | | | | |")
+            continue
+        m = d["memory"]["ramster"]
+        ff = m.get("first_fill_store", {}).get("pages_per_s", {}).get("median")
+        md.append(f"| {m['pages']} | {fnum(ff)} | {m['rss_per_page']:.0f} | {m['accounted_per_page']:.0f} | "
+                  f"{m['payload_per_page']:.0f} | {m['rss_overhead_per_page']:.0f} | {m['accounted_overhead_per_page']:.0f} |")
+        summary.append(("6 scale", f"index overhead at {m['pages']} pages (RSS / account), B/page",
+                        f"{m['rss_overhead_per_page']:.0f} / {m['accounted_overhead_per_page']:.0f}", "-", "-", "-", "-"))
+    for n in notes:
+        if "server_bench with" in n:
+            md.append(f"\n{n}\n")
+
+
+codec()
+store()
+blockdev()
+swap()
+scale()
+
+# ---------------------------------------------------------------- assemble
+h = meta.get("host", {})
+v = meta.get("versions", {})
+rm = meta.get("ramster", {})
+head = [f"# ramster benchmark report ({meta.get('mode', '?')} mode, {meta.get('date', '?')})\n",
+        "Generated by `./ramster bench" + (" --quick" if meta.get("mode") == "quick" else "") + "` "
+        "(bench/run.sh, bench/suites/*.sh, bench/report.py). Numbers are read from raw/ by report.py, never edited.\n",
+        "## Machine and configuration\n",
+        f"- Host: {h.get('os')}, kernel {h.get('kernel')}, {h.get('cpu')}, {h.get('cores')} cores, {h.get('mem_total')} RAM; "
+        f"load average at start {h.get('loadavg_start')}, at end {end.get('loadavg_end', '?')}. "
+        "Other people were using the machine at the same time; every ratio compares figures measured back to back.",
+        f"- ramster commit {rm.get('commit')} ({rm.get('dirty_files')} files modified in the work tree), {rm.get('build')}.",
+        "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
+        f"- Runs per figure: {RUNS}; total bench time {end.get('total_seconds', '?')} s.",
+        "- `swapon --show` at start: " + (("`" + meta.get("swapon_show_start").replace("\n", "; ") + "`") if meta.get("swapon_show_start") else "no swap devices") + ".",
+        "\n## Summary\n"]
+sumtab = ["| suite | metric | ramster | baseline | ratio | goal | verdict |", "|---|---|---|---|---|---|---|"]
+sumtab += ["| " + " | ".join(r) + " |" for r in summary]
+sumtab.append(f"\nMedian [min-max] over {RUNS} run(s); machine: {h.get('cpu')}, {h.get('cores')} cores; "
+              f"{meta.get('mode')} mode, {meta.get('date', '?')[:10]}, commit {rm.get('commit')}.")
+head += sumtab
+st_lines = ["\n## Suite status\n", "| suite | status | reason | seconds |", "|---|---|---|---|"]
+st_lines += [f"| {k} | {s['state']} | {s['reason']} | {s['seconds']} |" for k, s in status.items()]
+tail = []
+if notes:
+    tail += ["\n## Notes from the run\n"] + [f"- {n}" for n in notes]
+tail += ["\n## Exact commands\n", "Every command that produced a number, in order (paths as on this machine):\n", "```"]
+tail += read(os.path.join(RAW, "commands.txt")).splitlines()
+tail += ["```"]
+if plt is None:
+    tail += [f"\nNo plots: matplotlib could not be imported ({PLOT_ERR})."]
+with open(os.path.join(OUT, "report.md"), "w") as f:
+    f.write("\n".join(head + st_lines + md + tail) + "\n")
+with open(os.path.join(OUT, "summary.md"), "w") as f:
+    f.write("\n".join(sumtab) + "\n")
+print(f"report.md, summary.md, {len(plots)} plots in {OUT}")

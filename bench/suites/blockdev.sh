@@ -1,0 +1,49 @@
+# Suite 3: the block device. fio's nbd engine, 4 KiB randread / randwrite at
+# QD 1, 4, 32 against ramster-shim (3 local servers; replicas 1 and 2, one
+# shim each, both on the same 3 servers) and against `nbdkit memory` (local
+# RAM: the limit of the NBD path). All three targets run at once and the fio
+# jobs are interleaved (run, pattern, depth, target), so each ratio compares
+# figures measured back to back. The region is prefilled first so that reads
+# hit stored pages; data is 50% compressible (fio buffer_compress_percentage).
+suite_blockdev() {
+  command -v fio >/dev/null || { SUITE_REASON="fio not installed"; return 77; }
+  command -v nbdkit >/dev/null || { SUITE_REASON="nbdkit not installed"; return 77; }
+  fio --enghelp=nbd >/dev/null 2>&1 || { SUITE_REASON="this fio has no nbd engine"; return 77; }
+  local region=256M runtime=4 ramp=1
+  [ "$QUICK" = 1 ] && { region=128M; runtime=2; ramp=0.5; }
+  local base=$PORT_BASE peers
+  peers=$(peers_of $base 3)
+  start_cluster "$WORK/bd-cluster" 3 $base --memory-limit=1G || { SUITE_REASON="cluster did not start"; return 1; }
+  start_shim bd-r1 "$peers" 1 || { SUITE_REASON="shim (replicas 1) did not start"; return 1; }
+  start_shim bd-r2 "$peers" 2 || { SUITE_REASON="shim (replicas 2) did not start"; return 1; }
+  start_nbdkit bd-nbdkit || { SUITE_REASON="nbdkit did not start"; return 1; }
+  declare -A URI=(
+    [nbdkit-memory]="nbd+unix:///?socket=$WORK/bd-nbdkit.sock"
+    [ramster-r1]="nbd+unix:///ramster?socket=$WORK/bd-r1.sock"
+    [ramster-r2]="nbd+unix:///ramster?socket=$WORK/bd-r2.sock"
+  )
+  local common=(--ioengine=nbd --bs=4k --size=$region --buffer_compress_percentage=50 --refill_buffers
+                --percentile_list=1:5:10:25:50:75:90:95:99:99.9:99.99 --output-format=json)
+  local t
+  for t in nbdkit-memory ramster-r1 ramster-r2; do
+    run fio --name=prefill-$t "${common[@]}" --uri="${URI[$t]}" --rw=write --bs=1M --iodepth=4 \
+      --output="$RAW/blockdev-prefill-$t.json" >/dev/null 2>"$RAW/blockdev-prefill-$t.err" ||
+      { SUITE_REASON="prefill of $t failed: $(tail -1 "$RAW/blockdev-prefill-$t.err")"; return 1; }
+  done
+  local r rw qd fails=0
+  for r in $(seq "$RUNS"); do
+    for rw in randread randwrite; do
+      for qd in 1 4 32; do
+        for t in nbdkit-memory ramster-r1 ramster-r2; do
+          run fio --name=$rw-qd$qd-$t "${common[@]}" --uri="${URI[$t]}" --rw=$rw --iodepth=$qd \
+            --time_based --runtime=$runtime --ramp_time=$ramp \
+            --output="$RAW/blockdev-$t-$rw-qd$qd-run$r.json" >/dev/null 2>"$RAW/blockdev-$t-$rw-qd$qd-run$r.err" ||
+            { fails=$((fails + 1)); note "fio $rw qd$qd on $t run $r failed: $(tail -1 "$RAW/blockdev-$t-$rw-qd$qd-run$r.err")"; }
+        done
+      done
+    done
+  done
+  cp "$WORK/bd-r1.stats.json" "$RAW/blockdev-shim-r1.stats.json" 2>/dev/null
+  cp "$WORK/bd-r2.stats.json" "$RAW/blockdev-shim-r2.stats.json" 2>/dev/null
+  [ $fails -eq 0 ] || { SUITE_REASON="$fails fio runs failed"; return 1; }
+}

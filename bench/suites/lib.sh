@@ -1,0 +1,51 @@
+# Helpers shared by the suites (sourced by bench/run.sh). Each start_* registers
+# its own teardown with `defer`; run.sh's `undo` runs them after every suite.
+
+# bgrun CMD...: log CMD and start it in the background; BG_PID is its own pid
+# (the binary's, not a subshell's: a simple command backgrounded in place).
+bgrun() { printf '%s &\n' "$*" >>"$RAW/commands.txt"; "$@" & BG_PID=$!; }
+
+# start_cluster DIR N BASE_PORT [server flags...]: N ramster-servers on loopback.
+start_cluster() {
+  local dir="$1"
+  defer "'$CLUSTER' stop '$dir' --kill"
+  run "$CLUSTER" start "$@"
+}
+
+# peers_of BASE N -> 127.0.0.1:BASE,...
+peers_of() {
+  local base="$1" n="$2" i out=""
+  for i in $(seq 0 $((n - 1))); do out="$out${out:+,}127.0.0.1:$((base + i))"; done
+  echo "$out"
+}
+
+# start_shim NAME PEERS REPLICAS: a ramster-shim serving NBD on $WORK/NAME.sock,
+# stats in $WORK/NAME.stats.json. Sets SHIM_PID.
+start_shim() {
+  local name="$1" peers="$2" replicas="$3"
+  rm -f "$WORK/$name.sock" "$WORK/$name.stats.json" "$WORK/$name.local.swap"
+  bgrun "$SHIM" --size=1G --peers="$peers" --replicas="$replicas" --local-swap="$WORK/$name.local.swap" \
+    --nbd-unix="$WORK/$name.sock" --stats-file="$WORK/$name.stats.json" --memory-budget=512M \
+    --client-id="bench-$name" 2>"$WORK/$name.log"
+  SHIM_PID=$BG_PID
+  defer "kill -TERM $SHIM_PID; sleep 0.3; kill -KILL $SHIM_PID; wait $SHIM_PID"
+  local i
+  for i in $(seq 200); do grep -q "ready" "$WORK/$name.log" && return 0; kill -0 $SHIM_PID 2>/dev/null || break; sleep 0.05; done
+  echo "shim $name did not start: $(tail -3 "$WORK/$name.log")" >&2
+  return 1
+}
+
+# start_nbdkit NAME: `nbdkit memory 1G` on $WORK/NAME.sock. Sets NBDKIT_PID.
+start_nbdkit() {
+  local name="$1"
+  rm -f "$WORK/$name.sock"
+  bgrun nbdkit --foreground --exit-with-parent -U "$WORK/$name.sock" memory 1G 2>"$WORK/$name.log"
+  NBDKIT_PID=$BG_PID
+  defer "kill -TERM $NBDKIT_PID; wait $NBDKIT_PID"
+  local i
+  for i in $(seq 100); do [ -S "$WORK/$name.sock" ] && return 0; sleep 0.05; done
+  echo "nbdkit did not start: $(cat "$WORK/$name.log")" >&2
+  return 1
+}
+
+rss_of() { awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
