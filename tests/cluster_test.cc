@@ -147,6 +147,40 @@ TEST(Cluster, PagesGoToTwoDistinctPeersNeverSelf) {
   EXPECT_EQ(c.Status(2).pages_in_ram(), 300u);
 }
 
+TEST(Cluster, PeersByNameAreResolvedToAddresses) {
+  Cluster c(2, "64M");
+  ClusterOptions o;
+  for (const std::string& a : c.addresses()) o.peers.push_back("localhost" + a.substr(a.rfind(':')));
+  o.replicas = 2;
+  o.peer.client_id = "dns-host";
+  o.peer.boot_epoch = 1;
+  o.peer.pool = kPool;
+  auto cluster = ClusterTier::Create(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  // "localhost" may resolve to more than one address (127.0.0.1, ::1); each
+  // is a peer, and those where nobody listens are simply down.
+  int up = 0;
+  for (const auto& p : (*cluster)->peers()) {
+    EXPECT_NE(p.address.find_first_of("0123456789"), std::string::npos) << p.address;
+    up += p.up;
+  }
+  EXPECT_EQ(up, 2);
+  auto file = LocalFileTier::Open(TempPath("swap") + "/swapfile", 64);
+  ASSERT_TRUE(file.ok());
+  std::vector<std::unique_ptr<Tier>> tiers;
+  tiers.push_back(std::move(*cluster));
+  tiers.push_back(std::move(*file));
+  TierStack stack(64, kPool, std::move(tiers));
+  for (uint64_t s = 0; s < 64; ++s) ASSERT_TRUE(stack.Store(s, Content(s, 1)).ok());
+  EXPECT_EQ(stack.stats().slots_in[0], 64u);
+  EXPECT_EQ(c.Status(0).pages_in_ram() + c.Status(1).pages_in_ram(), 128u);
+  ClusterOptions bad = o;
+  bad.peers = {"no-port-here"};
+  auto refused = ClusterTier::Create(bad);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("HOST:PORT"), std::string::npos);
+}
+
 TEST(Cluster, RangesTravelInBatchesAndSurviveAPeerDying) {
   Cluster c(3, "64M");
   const uint64_t kSlots = 1024;
