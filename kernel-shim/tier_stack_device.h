@@ -1,6 +1,7 @@
 // TierStackDevice: a block device whose 4096-byte blocks are the slots of a
-// TierStack. Unaligned or partial-page writes read, modify and write the
-// page under a per-page lock; TRIM and WRITE_ZEROES of whole pages
+// TierStack. The whole pages of a request go to the stack as one range (one
+// request per peer); a partial page at either end is read, modified and
+// written under a per-page lock. TRIM and WRITE_ZEROES of whole pages
 // invalidate them (which also frees their remote copies).
 //
 // Every write acknowledged here was kept by some tier (the local swap file
