@@ -90,8 +90,8 @@ absl::Status TierStack::StoreChunk(uint64_t first, absl::Span<const uint8_t> pag
   stores_ += n;
 
   RangeLock lock(&map_, first, n);
-  std::vector<StoreItem*> pending;
-  std::vector<size_t> index_of;  // item -> page index in the chunk
+  thread_local std::vector<StoreItem*> pending, refused;
+  pending.clear();
   items.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     const uint64_t slot = first + i;
@@ -115,13 +115,12 @@ absl::Status TierStack::StoreChunk(uint64_t first, absl::Span<const uint8_t> pag
     item.encoded = &encoded[i];
     item.meta = PageMeta{generation, encoded[i].checksum, 0};
     items.push_back(item);
-    index_of.push_back(i);
   }
   for (StoreItem& item : items) pending.push_back(&item);
 
   for (size_t t = 0; t < tiers_.size() && t < SlotEntry::kMaxTiers && !pending.empty(); ++t) {
     tiers_[t]->StoreBatch(absl::MakeSpan(pending));
-    std::vector<StoreItem*> refused;
+    refused.clear();
     for (StoreItem* item : pending) {
       if (!item->status.ok()) {
         refused_by_[t]++;
@@ -194,7 +193,9 @@ absl::Status TierStack::LoadChunk(uint64_t first, absl::Span<uint8_t> out) {
   thread_local std::vector<LoadItem> items;
   items.clear();
   items.reserve(n);
-  std::vector<std::vector<LoadItem*>> by_tier(tiers_.size());
+  thread_local std::vector<std::vector<LoadItem*>> by_tier;
+  by_tier.resize(tiers_.size());
+  for (auto& v : by_tier) v.clear();
   for (size_t i = 0; i < n; ++i) {
     const uint64_t slot = first + i;
     const SlotEntry& e = map_.at(slot);
