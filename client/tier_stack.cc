@@ -17,6 +17,7 @@ TierStack::TierStack(uint64_t slots, uint32_t pool, std::vector<std::unique_ptr<
       same_filled_(same_filled),
       stored_in_(new std::atomic<uint64_t>[tiers_.size()]()),
       refused_by_(new std::atomic<uint64_t>[tiers_.size()]()) {
+  slots_at_[SlotEntry::kNone] = slots;
   for (size_t i = 0; i < tiers_.size() && i < SlotEntry::kMaxTiers; ++i) {
     tiers_[i]->AttachSlotMap(&map_, static_cast<uint32_t>(i + 1), pool_);
   }
@@ -105,6 +106,7 @@ absl::Status TierStack::StoreChunk(uint64_t first, absl::Span<const uint8_t> pag
       e.checksum = word;
       e.generation = generation;
       e.Set(SlotEntry::kFill, SlotEntry::kNone, 0);
+      Moved(old[i].tier(), SlotEntry::kFill);
       same_filled_count_++;
       Release(slot, old[i], SlotEntry::kNone, SlotEntry::kNone);
       continue;
@@ -147,6 +149,7 @@ absl::Status TierStack::StoreChunk(uint64_t first, absl::Span<const uint8_t> pag
       e.checksum = item->meta.checksum;
       e.generation = item->meta.generation;
       e.Set(static_cast<uint32_t>(t + 1), backup, item->meta.placement);
+      Moved(old[slot - first].tier(), static_cast<uint32_t>(t + 1));
       Release(slot, old[slot - first], static_cast<uint32_t>(t + 1), backup);
     }
     pending.swap(refused);
@@ -259,6 +262,7 @@ void TierStack::Invalidate(uint64_t first, uint64_t count) {
     // The generation stays: the next store must still outrank old copies.
     e.checksum = 0;
     e.Set(SlotEntry::kNone, SlotEntry::kNone, 0);
+    Moved(old.tier(), SlotEntry::kNone);
     Release(slot, old, SlotEntry::kNone, SlotEntry::kNone);
     invalidates_++;
   }
@@ -277,20 +281,13 @@ TierStack::Stats TierStack::stats() {
   st.load_failures = load_failures_;
   st.stored_in.resize(tiers_.size());
   st.refused_by.resize(tiers_.size());
-  st.slots_in.assign(tiers_.size(), 0);
+  st.slots_in.resize(tiers_.size());
   for (size_t i = 0; i < tiers_.size(); ++i) {
     st.stored_in[i] = stored_in_[i];
     st.refused_by[i] = refused_by_[i];
+    st.slots_in[i] = slots_at_[i + 1].load();
   }
-  for (uint64_t s = 0; s < map_.slots(); ++s) {
-    std::lock_guard<std::mutex> lock(map_.StripeFor(s));
-    uint32_t t = map_.at(s).tier();
-    if (t == SlotEntry::kFill) {
-      st.slots_filled++;
-    } else if (t != SlotEntry::kNone && t <= tiers_.size()) {
-      st.slots_in[t - 1]++;
-    }
-  }
+  st.slots_filled = slots_at_[SlotEntry::kFill].load();
   return st;
 }
 

@@ -94,6 +94,14 @@ class TierStack {
   std::atomic<uint64_t> stores_{0}, loads_{0}, invalidates_{0}, same_filled_count_{0},
       zero_loads_{0}, backups_{0}, not_durable_{0}, load_fallbacks_{0}, load_failures_{0};
   std::unique_ptr<std::atomic<uint64_t>[]> stored_in_, refused_by_;
+  // Slots whose entry names each location value (none, tier 1..6, fill),
+  // kept as entries change so that stats() need not walk the slot map.
+  std::atomic<uint64_t> slots_at_[8] = {};
+  // REQUIRES: the slot's stripe locked; called once per location change.
+  void Moved(uint32_t from, uint32_t to) {
+    slots_at_[from & 7]--;
+    slots_at_[to & 7]++;
+  }
 };
 
 }  // namespace ramster

@@ -54,7 +54,6 @@ void ShimAdminService::Fill(TierStack* stack, const Identity& id, v1::NodeStatus
 grpc::ServerUnaryReactor* ShimAdminService::GetStatus(grpc::CallbackServerContext* ctx,
                                                       const v1::GetStatusRequest*,
                                                       v1::NodeStatus* response) {
-  // Counting the slot map's tiers walks it; fine for an operator's call.
   Identity id;
   {
     std::lock_guard<std::mutex> lock(mu_);
