@@ -94,6 +94,16 @@ class Tier {
   // Forgets the page stored under `meta`. May finish in the background.
   virtual void Invalidate(const PageKey& key, const PageMeta& meta) = 0;
 
+  // Forgets the copy stored under `old` now that this tier holds a newer
+  // copy of the same key, stored under `now` (only called for tiers that do
+  // not overwrite in place). The default is Invalidate(key, old); a tier
+  // may skip what the new copy replaced already (the cluster tier: the
+  // peers that took the new copy, whose old copy it overwrote).
+  virtual void InvalidateReplaced(const PageKey& key, const PageMeta& old, const PageMeta& now) {
+    (void)now;
+    Invalidate(key, old);
+  }
+
   // Whole objects and pools (applications using the library directly).
   virtual void InvalidateObject(uint32_t pool, uint64_t object) {
     (void)pool;

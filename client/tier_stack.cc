@@ -30,22 +30,28 @@ absl::Status TierStack::Store(uint64_t slot, absl::Span<const uint8_t> page) {
 
 namespace {
 
-// Locks the stripes of [first, first + n) in increasing stripe order (see
-// SlotMap::StripeIndex), and unlocks them when it goes out of scope.
-class RangeLock {
+// Locks the stripes of up to `kMax` slots in increasing stripe order (see
+// SlotMap::StripeIndex), each once, and unlocks them when it goes out of
+// scope. Allocates nothing.
+template <size_t kMax>
+class StripeLock {
  public:
-  RangeLock(SlotMap* map, uint64_t first, uint64_t n) {
-    std::vector<size_t> stripes;
-    stripes.reserve(n);
-    for (uint64_t s = first; s < first + n; ++s) stripes.push_back(SlotMap::StripeIndex(s));
-    std::sort(stripes.begin(), stripes.end());
-    stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
-    locks_.reserve(stripes.size());
-    for (size_t i : stripes) locks_.emplace_back(map->Stripe(i));
+  StripeLock(SlotMap* map, absl::Span<const uint64_t> slots) : map_(map) {
+    for (uint64_t s : slots) stripes_[n_++] = SlotMap::StripeIndex(s);
+    std::sort(stripes_, stripes_ + n_);
+    n_ = static_cast<size_t>(std::unique(stripes_, stripes_ + n_) - stripes_);
+    for (size_t i = 0; i < n_; ++i) map_->Stripe(stripes_[i]).lock();
   }
+  ~StripeLock() {
+    for (size_t i = n_; i > 0; --i) map_->Stripe(stripes_[i - 1]).unlock();
+  }
+  StripeLock(const StripeLock&) = delete;
+  StripeLock& operator=(const StripeLock&) = delete;
 
  private:
-  std::vector<std::unique_lock<std::mutex>> locks_;
+  SlotMap* const map_;
+  size_t stripes_[kMax];
+  size_t n_ = 0;
 };
 
 absl::Status CheckRange(uint64_t first, size_t bytes, uint64_t slots) {
@@ -59,43 +65,90 @@ absl::Status CheckRange(uint64_t first, size_t bytes, uint64_t slots) {
   return absl::OkStatus();
 }
 
+size_t PageBytes(const TierStack::SlotStore& op) { return op.page.size(); }
+size_t PageBytes(const TierStack::SlotLoad& op) { return op.out.size(); }
+
+// Splits `ops` into groups of at most `kMax` with distinct slots, in order,
+// and runs `run` on each: a slot seen again starts a new group, so that
+// operations on one slot take effect in span order. Invalid operations
+// (slot beyond the device, wrong size) get kInvalidArgument and join no group.
+template <size_t kMax, typename Op, typename Run>
+void ForEachGroup(absl::Span<Op> ops, uint64_t slots, Run run) {
+  Op* group[kMax];
+  size_t n = 0;
+  for (Op& op : ops) {
+    if (op.slot >= slots) {
+      op.status = absl::InvalidArgumentError("slot beyond the device");
+      continue;
+    }
+    if (PageBytes(op) != kPageSize) {
+      op.status = absl::InvalidArgumentError("a page is 4096 bytes");
+      continue;
+    }
+    bool repeated = false;
+    for (size_t i = 0; i < n && !repeated; ++i) repeated = group[i]->slot == op.slot;
+    if (repeated || n == kMax) {
+      run(absl::MakeConstSpan(group, n));
+      n = 0;
+    }
+    group[n++] = &op;
+  }
+  if (n > 0) run(absl::MakeConstSpan(group, n));
+}
+
 }  // namespace
 
 absl::Status TierStack::StoreRange(uint64_t first, absl::Span<const uint8_t> pages) {
   if (absl::Status s = CheckRange(first, pages.size(), map_.slots()); !s.ok()) return s;
   const uint64_t n = pages.size() / kPageSize;
+  SlotStore ops[kBatchPages];
+  SlotStore* group[kBatchPages];
   for (uint64_t done = 0; done < n; done += kBatchPages) {
-    uint64_t count = std::min<uint64_t>(kBatchPages, n - done);
-    absl::Status s = StoreChunk(first + done, pages.subspan(done * kPageSize, count * kPageSize));
-    if (!s.ok()) return s;
+    const size_t count = static_cast<size_t>(std::min<uint64_t>(kBatchPages, n - done));
+    for (size_t i = 0; i < count; ++i) {
+      ops[i] = SlotStore{first + done + i, pages.subspan((done + i) * kPageSize, kPageSize), {}};
+      group[i] = &ops[i];
+    }
+    StoreGroup(absl::MakeConstSpan(group, count));
+    for (size_t i = 0; i < count; ++i) {
+      if (!ops[i].status.ok()) return ops[i].status;
+    }
   }
   return absl::OkStatus();
 }
 
-absl::Status TierStack::StoreChunk(uint64_t first, absl::Span<const uint8_t> pages) {
-  const size_t n = pages.size() / kPageSize;
+void TierStack::StoreSlots(absl::Span<SlotStore> stores) {
+  ForEachGroup<kBatchPages>(stores, map_.slots(),
+               [this](absl::Span<SlotStore* const> group) { StoreGroup(group); });
+}
+
+void TierStack::StoreGroup(absl::Span<SlotStore* const> group) {
+  const size_t n = group.size();
   // Encoding happens before any lock is taken; the buffers are kept per
   // thread so that the store path allocates nothing in steady state.
   thread_local std::vector<EncodedPage> encoded;
   thread_local std::vector<StoreItem> items;
+  thread_local std::vector<size_t> op_of;  // items[k] is group[op_of[k]]
   thread_local std::vector<SlotEntry> old;
-  if (encoded.size() < n) encoded.resize(kBatchPages);
+  if (encoded.size() < kBatchPages) encoded.resize(kBatchPages);
   items.clear();
+  op_of.clear();
   old.resize(n);
+  uint64_t slots[kBatchPages];
   for (size_t i = 0; i < n; ++i) {
-    if (absl::Status s = EncodePage(pages.subspan(i * kPageSize, kPageSize), &encoded[i]);
-        !s.ok()) {
-      return s;
-    }
+    slots[i] = group[i]->slot;
+    group[i]->status = EncodePage(group[i]->page, &encoded[i]);
   }
   stores_ += n;
 
-  RangeLock lock(&map_, first, n);
+  StripeLock<kBatchPages> lock(&map_, absl::MakeConstSpan(slots, n));
   thread_local std::vector<StoreItem*> pending, refused;
   pending.clear();
   items.reserve(n);
+  op_of.reserve(n);
   for (size_t i = 0; i < n; ++i) {
-    const uint64_t slot = first + i;
+    if (!group[i]->status.ok()) continue;  // could not encode: nothing changes
+    const uint64_t slot = slots[i];
     SlotEntry& e = map_.at(slot);
     old[i] = e;
     uint32_t generation = e.generation + 1;
@@ -113,10 +166,11 @@ absl::Status TierStack::StoreChunk(uint64_t first, absl::Span<const uint8_t> pag
     }
     StoreItem item;
     item.key = Key(slot);
-    item.raw = pages.subspan(i * kPageSize, kPageSize);
+    item.raw = group[i]->page;
     item.encoded = &encoded[i];
     item.meta = PageMeta{generation, encoded[i].checksum, 0};
     items.push_back(item);
+    op_of.push_back(i);
   }
   for (StoreItem& item : items) pending.push_back(&item);
 
@@ -144,18 +198,22 @@ absl::Status TierStack::StoreChunk(uint64_t first, absl::Span<const uint8_t> pag
         }
         if (backup == SlotEntry::kNone) not_durable_++;
       }
+      const size_t i = op_of[static_cast<size_t>(item - items.data())];
       const uint64_t slot = item->key.index;
       SlotEntry& e = map_.at(slot);
       e.checksum = item->meta.checksum;
       e.generation = item->meta.generation;
       e.Set(static_cast<uint32_t>(t + 1), backup, item->meta.placement);
-      Moved(old[slot - first].tier(), static_cast<uint32_t>(t + 1));
-      Release(slot, old[slot - first], static_cast<uint32_t>(t + 1), backup);
+      Moved(old[i].tier(), static_cast<uint32_t>(t + 1));
+      Release(slot, old[i], static_cast<uint32_t>(t + 1), backup);
     }
     pending.swap(refused);
   }
-  // Pages every tier refused keep their old contents: the write failed.
-  return pending.empty() ? absl::OkStatus() : pending.front()->status;
+  // Pages every tier refused keep their old contents: their write failed
+  // with the last tier's refusal.
+  for (StoreItem* item : pending) {
+    group[op_of[static_cast<size_t>(item - items.data())]]->status = item->status;
+  }
 }
 
 void TierStack::Release(uint64_t slot, const SlotEntry& old, uint32_t kept_tier,
@@ -169,7 +227,13 @@ void TierStack::Release(uint64_t slot, const SlotEntry& old, uint32_t kept_tier,
       continue;
     }
     PageMeta meta{old.generation, old.checksum, t == old.tier() ? old.placement() : 0};
-    tiers_[t - 1]->Invalidate(key, meta);
+    if (t == kept_tier) {
+      const SlotEntry& now = map_.at(slot);  // REQUIRES: the stripe locked
+      tiers_[t - 1]->InvalidateReplaced(key, meta,
+                                        PageMeta{now.generation, now.checksum, now.placement()});
+    } else {
+      tiers_[t - 1]->Invalidate(key, meta);
+    }
   }
 }
 
@@ -181,28 +245,46 @@ absl::Status TierStack::Load(uint64_t slot, absl::Span<uint8_t> out) {
 absl::Status TierStack::LoadRange(uint64_t first, absl::Span<uint8_t> out) {
   if (absl::Status s = CheckRange(first, out.size(), map_.slots()); !s.ok()) return s;
   const uint64_t n = out.size() / kPageSize;
+  SlotLoad ops[kBatchPages];
+  SlotLoad* group[kBatchPages];
   for (uint64_t done = 0; done < n; done += kBatchPages) {
-    uint64_t count = std::min<uint64_t>(kBatchPages, n - done);
-    absl::Status s = LoadChunk(first + done, out.subspan(done * kPageSize, count * kPageSize));
-    if (!s.ok()) return s;
+    const size_t count = static_cast<size_t>(std::min<uint64_t>(kBatchPages, n - done));
+    for (size_t i = 0; i < count; ++i) {
+      ops[i] = SlotLoad{first + done + i, out.subspan((done + i) * kPageSize, kPageSize), {}};
+      group[i] = &ops[i];
+    }
+    LoadGroup(absl::MakeConstSpan(group, count));
+    for (size_t i = 0; i < count; ++i) {
+      if (!ops[i].status.ok()) return ops[i].status;
+    }
   }
   return absl::OkStatus();
 }
 
-absl::Status TierStack::LoadChunk(uint64_t first, absl::Span<uint8_t> out) {
-  const size_t n = out.size() / kPageSize;
+void TierStack::LoadSlots(absl::Span<SlotLoad> loads) {
+  ForEachGroup<kBatchPages>(loads, map_.slots(),
+               [this](absl::Span<SlotLoad* const> group) { LoadGroup(group); });
+}
+
+void TierStack::LoadGroup(absl::Span<SlotLoad* const> group) {
+  const size_t n = group.size();
   loads_ += n;
-  RangeLock lock(&map_, first, n);
+  uint64_t slots[kBatchPages];
+  for (size_t i = 0; i < n; ++i) slots[i] = group[i]->slot;
+  StripeLock<kBatchPages> lock(&map_, absl::MakeConstSpan(slots, n));
   thread_local std::vector<LoadItem> items;
+  thread_local std::vector<size_t> op_of;  // items[k] is group[op_of[k]]
   items.clear();
+  op_of.clear();
   items.reserve(n);
+  op_of.reserve(n);
   thread_local std::vector<std::vector<LoadItem*>> by_tier;
   by_tier.resize(tiers_.size());
   for (auto& v : by_tier) v.clear();
   for (size_t i = 0; i < n; ++i) {
-    const uint64_t slot = first + i;
-    const SlotEntry& e = map_.at(slot);
-    absl::Span<uint8_t> page = out.subspan(i * kPageSize, kPageSize);
+    const SlotEntry& e = map_.at(slots[i]);
+    absl::Span<uint8_t> page = group[i]->out;
+    group[i]->status = absl::OkStatus();
     if (e.tier() == SlotEntry::kNone) {
       std::memset(page.data(), 0, kPageSize);
       zero_loads_++;
@@ -213,11 +295,12 @@ absl::Status TierStack::LoadChunk(uint64_t first, absl::Span<uint8_t> out) {
       continue;
     }
     LoadItem item;
-    item.key = Key(slot);
+    item.key = Key(slots[i]);
     item.meta = PageMeta{e.generation, e.checksum, e.placement()};
     item.out = page;
     item.status = absl::DataLossError("slot names no tier");
     items.push_back(item);
+    op_of.push_back(i);
   }
   for (LoadItem& item : items) {
     uint32_t t = map_.at(item.key.index).tier();
@@ -226,8 +309,8 @@ absl::Status TierStack::LoadChunk(uint64_t first, absl::Span<uint8_t> out) {
   for (size_t t = 0; t < tiers_.size(); ++t) {
     if (!by_tier[t].empty()) tiers_[t]->LoadBatch(absl::MakeSpan(by_tier[t]));
   }
-  absl::Status result;
-  for (LoadItem& item : items) {
+  for (size_t k = 0; k < items.size(); ++k) {
+    LoadItem& item = items[k];
     if (item.status.ok()) continue;
     const SlotEntry& e = map_.at(item.key.index);
     if (e.backup() != SlotEntry::kNone && e.backup() <= tiers_.size()) {
@@ -243,12 +326,9 @@ absl::Status TierStack::LoadChunk(uint64_t first, absl::Span<uint8_t> out) {
     fprintf(stderr, "ramster: LOAD FAILED for slot %llu (generation %u): no good copy: %s\n",
             static_cast<unsigned long long>(item.key.index), e.generation,
             item.status.ToString().c_str());
-    if (result.ok()) {
-      result = absl::DataLossError(
-          absl::StrCat("no good copy of slot ", item.key.index, ": ", item.status.message()));
-    }
+    group[op_of[k]]->status = absl::DataLossError(
+        absl::StrCat("no good copy of slot ", item.key.index, ": ", item.status.message()));
   }
-  return result;
 }
 
 void TierStack::Invalidate(uint64_t first, uint64_t count) {

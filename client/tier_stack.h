@@ -14,9 +14,14 @@
 //                 so loudly: it never returns wrong bytes.
 //   invalidate:   forgets slots; the tiers free their copies.
 //
+// Batches: a range (StoreRange/LoadRange) or a set of scattered slots
+// (StoreSlots/LoadSlots) goes to each tier as one batch, so that the
+// cluster tier sends one request per peer for all of it.
+//
 // Thread safety: all methods may be called concurrently. Operations on one
 // slot are serialized (the slot map's stripe lock is held across them; a
-// range holds its stripes, taken in stripe order).
+// batch holds the stripes of all its slots, taken in increasing stripe
+// order, each once, so that two batches cannot deadlock).
 #ifndef RAMSTER_CLIENT_TIER_STACK_H_
 #define RAMSTER_CLIENT_TIER_STACK_H_
 
@@ -65,6 +70,26 @@ class TierStack {
   // whole number of pages. A failure leaves the pages stored before it.
   absl::Status StoreRange(uint64_t first, absl::Span<const uint8_t> pages);
   absl::Status LoadRange(uint64_t first, absl::Span<uint8_t> out);
+  // One page of a scattered batch: its slot, its 4096 bytes, and its own
+  // outcome (what Store/Load would have returned for it alone).
+  struct SlotStore {
+    uint64_t slot = 0;
+    absl::Span<const uint8_t> page;
+    absl::Status status;  // out
+  };
+  struct SlotLoad {
+    uint64_t slot = 0;
+    absl::Span<uint8_t> out;
+    absl::Status status;  // out
+  };
+  // Pages at any slots, each tier getting them as one batch (up to
+  // kBatchPages pages under one set of locks at a time). Every page gets its
+  // own status: one that fails does not fail the others. A slot may appear
+  // more than once; the operations then take effect in span order (a later
+  // store of a slot wins). kInvalidArgument for a slot beyond the device or
+  // a page that is not 4096 bytes.
+  void StoreSlots(absl::Span<SlotStore> stores);
+  void LoadSlots(absl::Span<SlotLoad> loads);
   // Forgets [first, first + count) (clipped to the device).
   void Invalidate(uint64_t first, uint64_t count);
 
@@ -80,8 +105,10 @@ class TierStack {
   static constexpr uint64_t kBatchPages = 32;
 
   PageKey Key(uint64_t slot) const { return PageKey{pool_, 0, slot}; }
-  absl::Status StoreChunk(uint64_t first, absl::Span<const uint8_t> pages);
-  absl::Status LoadChunk(uint64_t first, absl::Span<uint8_t> out);
+  // One batch under one set of stripe locks: sets each page's status.
+  // REQUIRES: at most kBatchPages pages, distinct slots, all valid.
+  void StoreGroup(absl::Span<SlotStore* const> group);
+  void LoadGroup(absl::Span<SlotLoad* const> group);
   // Frees the copies `old` describes. `kept_tier`: the tier now holding the
   // new copy under the same key (its copy replaced the old one in place).
   void Release(uint64_t slot, const SlotEntry& old, uint32_t kept_tier, uint32_t kept_backup);
