@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <deque>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/hash/hash.h"
@@ -206,29 +207,48 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
       }
     }
     if (asks.empty()) break;
-    Peer::Completion done(static_cast<int>(asks.size()));
-    // Each peer gets its share in one go, so that it goes out as one request.
+    // Each peer gets its share in one go (one request per max_batch_pages),
+    // every peer at once; this thread waits for all the answers.
     std::stable_sort(asks.begin(), asks.end(),
                      [](const Ask& a, const Ask& b) { return a.peer->id() < b.peer->id(); });
-    std::vector<Peer::PendingStore*> group;
+    std::vector<Peer::PendingStore*> stores;
+    stores.reserve(asks.size());
+    for (Ask& a : asks) {
+      a.store.key = items[a.item]->key;
+      a.store.page = items[a.item]->encoded;
+      a.store.generation = items[a.item]->meta.generation;
+      stores.push_back(&a.store);
+    }
+    grpc::CompletionQueue cq;
+    std::deque<Peer::StoreCall> calls;
     for (size_t start = 0; start < asks.size();) {
       size_t end = start;
-      group.clear();
-      while (end < asks.size() && asks[end].peer == asks[start].peer) {
-        Ask& a = asks[end++];
-        a.store.key = items[a.item]->key;
-        a.store.page = items[a.item]->encoded;
-        a.store.generation = items[a.item]->meta.generation;
-        group.push_back(&a.store);
+      while (end < asks.size() && asks[end].peer == asks[start].peer) ++end;
+      while (start < end) {
+        calls.emplace_back();
+        size_t sent = asks[start].peer->StartStore(
+            &calls.back(), absl::MakeConstSpan(stores).subspan(start, end - start), &cq);
+        if (sent == 0) {
+          calls.pop_back();
+          for (; start < end; ++start) {
+            asks[start].store.result = absl::UnavailableError("peer queue full or peer down");
+          }
+        }
+        start += sent;
       }
-      size_t queued = asks[start].peer->EnqueueStores(group, &done);
-      for (size_t k = queued; k < group.size(); ++k) {
-        group[k]->result = absl::UnavailableError("peer queue full or peer down");
-        done.Done();
-      }
-      start = end;
     }
-    done.Wait();
+    for (size_t done = 0; done < calls.size(); ++done) {
+      void* tag = nullptr;
+      bool ok = false;
+      if (!cq.Next(&tag, &ok)) break;  // never: the queue is shut down below
+      auto* call = static_cast<Peer::StoreCall*>(tag);
+      call->peer->FinishStore(call);
+    }
+    cq.Shutdown();
+    void* tag;
+    bool ok;
+    while (cq.Next(&tag, &ok)) {
+    }
     for (Ask& a : asks) {
       if (a.store.result.ok()) {
         progress[a.item].chosen.push_back(a.peer->id());
@@ -250,10 +270,14 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
 }
 
 void ClusterTier::LoadBatch(absl::Span<LoadItem* const> items) {
-  // One request per peer for the pages whose first live copy is there; any
-  // page that fails there gets the page-by-page path over all its copies.
-  std::vector<std::vector<LoadItem*>> by_peer;
-  std::vector<LoadItem*> single;
+  // One request per peer for the pages whose first live copy is there, all
+  // in flight at once; any page that fails there gets the page-by-page
+  // path over all its copies.
+  thread_local std::vector<std::vector<LoadItem*>> by_peer;
+  thread_local std::vector<LoadItem*> single;
+  for (auto& v : by_peer) v.clear();
+  single.clear();
+  size_t requests = 0;
   for (LoadItem* item : items) {
     Peer* first = nullptr;
     for (int id : DecodePlacement(item->meta.placement)) {
@@ -268,12 +292,42 @@ void ClusterTier::LoadBatch(absl::Span<LoadItem* const> items) {
       continue;
     }
     if (by_peer.size() <= static_cast<size_t>(first->id())) by_peer.resize(first->id() + 1);
-    by_peer[first->id()].push_back(item);
+    std::vector<LoadItem*>& mine = by_peer[first->id()];
+    if (mine.size() % Peer::kMaxLoadKeys == 0) ++requests;
+    mine.push_back(item);
   }
-  for (size_t id = 0; id < by_peer.size(); ++id) {
-    if (by_peer[id].empty()) continue;
-    PeerById(static_cast<int>(id))->LoadMany(absl::MakeSpan(by_peer[id]));
-    for (LoadItem* item : by_peer[id]) {
+  if (requests == 1) {
+    // One peer: a plain call, on this thread.
+    for (size_t id = 0; id < by_peer.size(); ++id) {
+      if (!by_peer[id].empty()) PeerById(static_cast<int>(id))->LoadMany(by_peer[id]);
+    }
+  } else if (requests > 1) {
+    // Several: started together, completed on a queue this thread polls, each
+    // verified as soon as it is back.
+    grpc::CompletionQueue cq;
+    std::deque<Peer::LoadCall> calls;
+    for (size_t id = 0; id < by_peer.size(); ++id) {
+      absl::Span<LoadItem* const> mine = by_peer[id];
+      for (size_t start = 0; start < mine.size(); start += Peer::kMaxLoadKeys) {
+        calls.emplace_back();
+        PeerById(static_cast<int>(id))->StartLoad(&calls.back(), mine.subspan(start), &cq);
+      }
+    }
+    for (size_t done = 0; done < calls.size(); ++done) {
+      void* tag = nullptr;
+      bool ok = false;
+      if (!cq.Next(&tag, &ok)) break;  // never: the queue is shut down below
+      auto* call = static_cast<Peer::LoadCall*>(tag);
+      call->peer->FinishLoad(call);
+    }
+    cq.Shutdown();
+    void* tag;
+    bool ok;
+    while (cq.Next(&tag, &ok)) {
+    }
+  }
+  for (const auto& mine : by_peer) {
+    for (LoadItem* item : mine) {
       if (!item->status.ok()) single.push_back(item);
     }
   }
@@ -307,6 +361,15 @@ absl::Status ClusterTier::Load(const PageKey& key, const PageMeta& meta,
 void ClusterTier::Invalidate(const PageKey& key, const PageMeta& meta) {
   for (int id : DecodePlacement(meta.placement)) {
     if (Peer* p = PeerById(id)) p->EnqueueInvalidate(key, meta.generation);
+  }
+}
+
+void ClusterTier::InvalidateReplaced(const PageKey& key, const PageMeta& old,
+                                     const PageMeta& now) {
+  const std::vector<int> kept = DecodePlacement(now.placement);
+  for (int id : DecodePlacement(old.placement)) {
+    if (std::find(kept.begin(), kept.end(), id) != kept.end()) continue;
+    if (Peer* p = PeerById(id)) p->EnqueueInvalidate(key, old.generation);
   }
 }
 

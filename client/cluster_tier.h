@@ -12,6 +12,11 @@
 // drops the lost peer from the slot's placement once the replica count is
 // back. A peer that comes back is used again for new pages.
 //
+// Batches: StoreBatch and LoadBatch give each peer its share of the pages
+// as one request (per max_batch_pages stores, per 256 loads), to all the
+// peers at once, and wait for the answers on the calling thread (no thread
+// switch between the caller and the network).
+//
 // Placement bits in the slot map (26): 2 bits replica count, then up to
 // three 8-bit peer ids. So at most 3 replicas and 256 peers per client.
 //
@@ -67,6 +72,10 @@ class ClusterTier final : public Tier {
   void StoreBatch(absl::Span<StoreItem* const> items) override;
   void LoadBatch(absl::Span<LoadItem* const> items) override;
   void Invalidate(const PageKey& key, const PageMeta& meta) override;
+  // Skips the peers in `now`'s placement: their copy of `old` was replaced
+  // by the newer one (a peer keeps one copy per key; an invalidation up to
+  // the old generation would find the new one and leave it).
+  void InvalidateReplaced(const PageKey& key, const PageMeta& old, const PageMeta& now) override;
   void InvalidateObject(uint32_t pool, uint64_t object) override;
   void InvalidatePool(uint32_t pool) override;
   bool overwrites_in_place() const override { return false; }

@@ -1,5 +1,7 @@
 #include "client/peer.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/client_identity.h"
 #include "common/grpc_status.h"
@@ -194,7 +196,7 @@ void Peer::FailQueued(const absl::Status& why) {
   {
     MutexLock lock(&mu_);
     failed.swap(stores_);
-    queued_bytes_ = 0;
+    for (auto& [store, done] : failed) queued_bytes_ -= store->page->length;
   }
   for (auto& [store, done] : failed) {
     store->result = why;
@@ -203,11 +205,11 @@ void Peer::FailQueued(const absl::Status& why) {
   }
 }
 
-void Peer::SendStores(std::vector<std::pair<PendingStore*, Completion*>>* batch) {
-  v1::StoreRequest req;
-  req.set_boot_epoch(options_.boot_epoch);
-  for (auto& [store, done] : *batch) {
-    v1::Page* p = req.add_pages();
+void Peer::FillStoreRequest(absl::Span<PendingStore* const> stores,
+                            v1::StoreRequest* req) const {
+  req->set_boot_epoch(options_.boot_epoch);
+  for (PendingStore* store : stores) {
+    v1::Page* p = req->add_pages();
     p->mutable_key()->set_pool(store->key.pool);
     p->mutable_key()->set_object(store->key.object);
     p->mutable_key()->set_index(store->key.index);
@@ -217,15 +219,15 @@ void Peer::SendStores(std::vector<std::pair<PendingStore*, Completion*>>* batch)
     p->set_checksum(store->page->checksum);
     p->set_generation(store->generation);
   }
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
-  v1::StoreResponse resp;
-  grpc::Status s = stub()->Store(&ctx, req, &resp);
+}
+
+void Peer::TakeStoreResponse(const grpc::Status& s, const v1::StoreResponse& resp,
+                             absl::Span<PendingStore* const> stores) {
   RecordCall(s);
   store_batches_++;
   bool any_full = false;
-  for (size_t i = 0; i < batch->size(); ++i) {
-    auto& [store, done] = (*batch)[i];
+  for (size_t i = 0; i < stores.size(); ++i) {
+    PendingStore* store = stores[i];
     if (!s.ok()) {
       store->result = FromGrpcStatus(s);
     } else if (static_cast<int>(i) >= resp.results_size()) {
@@ -236,11 +238,60 @@ void Peer::SendStores(std::vector<std::pair<PendingStore*, Completion*>>* batch)
       if (store->result.code() == absl::StatusCode::kUnavailable) draining_ = true;
     }
     if (store->result.ok()) stores_sent_++;
-    store->done = true;
-    done->Done();
   }
   // Full: place nothing more there until a heartbeat says it has room.
   if (any_full) full_ = true;
+}
+
+void Peer::SendStores(std::vector<std::pair<PendingStore*, Completion*>>* batch) {
+  std::vector<PendingStore*> stores;
+  stores.reserve(batch->size());
+  for (auto& [store, done] : *batch) stores.push_back(store);
+  v1::StoreRequest req;
+  FillStoreRequest(stores, &req);
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::StoreResponse resp;
+  grpc::Status s = stub()->Store(&ctx, req, &resp);
+  TakeStoreResponse(s, resp, stores);
+  for (auto& [store, done] : *batch) {
+    store->done = true;
+    done->Done();
+  }
+}
+
+size_t Peer::StartStore(StoreCall* call, absl::Span<PendingStore* const> stores,
+                        grpc::CompletionQueue* cq) {
+  size_t n = 0, bytes = 0;
+  {
+    MutexLock lock(&mu_);
+    if (stop_ || !up_.load()) return 0;
+    const size_t max = std::min(stores.size(), static_cast<size_t>(options_.max_batch_pages));
+    while (n < max &&
+           queued_bytes_ + bytes + stores[n]->page->length <= options_.max_queued_bytes) {
+      bytes += stores[n++]->page->length;
+    }
+    queued_bytes_ += bytes;
+  }
+  if (n == 0) return 0;
+  call->peer = this;
+  call->stores = stores.first(n);
+  call->bytes = bytes;
+  call->stub = stub();
+  FillStoreRequest(call->stores, &call->request);
+  Prepare(&call->context);
+  call->reader = call->stub->AsyncStore(&call->context, call->request, cq);
+  call->reader->Finish(&call->response, &call->status, call);
+  return n;
+}
+
+void Peer::FinishStore(StoreCall* call) {
+  {
+    MutexLock lock(&mu_);
+    queued_bytes_ -= call->bytes;
+  }
+  call->bytes = 0;
+  TakeStoreResponse(call->status, call->response, call->stores);
 }
 
 void Peer::SendInvalidates(std::vector<v1::InvalidateRange>* ranges) {
@@ -289,35 +340,58 @@ absl::Status Peer::Load(const PageKey& key, uint32_t generation, uint64_t checks
   return item.status;
 }
 
-void Peer::LoadMany(absl::Span<LoadItem* const> items) {
-  constexpr size_t kMaxKeys = 256;
-  for (size_t start = 0; start < items.size(); start += kMaxKeys) {
-    absl::Span<LoadItem* const> chunk = items.subspan(start, kMaxKeys);
-    v1::LoadRequest req;
-    req.set_boot_epoch(options_.boot_epoch);
-    for (LoadItem* item : chunk) {
-      v1::PageKey* k = req.add_keys();
-      k->set_pool(item->key.pool);
-      k->set_object(item->key.object);
-      k->set_index(item->key.index);
+void Peer::FillLoadRequest(absl::Span<LoadItem* const> items, v1::LoadRequest* req) const {
+  req->set_boot_epoch(options_.boot_epoch);
+  for (LoadItem* item : items) {
+    v1::PageKey* k = req->add_keys();
+    k->set_pool(item->key.pool);
+    k->set_object(item->key.object);
+    k->set_index(item->key.index);
+  }
+}
+
+void Peer::TakeLoadResponse(const grpc::Status& s, const v1::LoadResponse& resp,
+                            absl::Span<LoadItem* const> items) {
+  RecordCall(s);
+  for (size_t i = 0; i < items.size(); ++i) {
+    LoadItem* item = items[i];
+    if (!s.ok()) {
+      item->status = FromGrpcStatus(s);
+    } else if (static_cast<int>(i) >= resp.results_size()) {
+      item->status = absl::DataLossError("peer replied with too few results");
+    } else {
+      item->status = Verify(resp.results(i), item->meta.generation, item->meta.checksum,
+                            item->out);
     }
+  }
+}
+
+void Peer::LoadMany(absl::Span<LoadItem* const> items) {
+  for (size_t start = 0; start < items.size(); start += kMaxLoadKeys) {
+    absl::Span<LoadItem* const> chunk = items.subspan(start, kMaxLoadKeys);
+    v1::LoadRequest req;
+    FillLoadRequest(chunk, &req);
     grpc::ClientContext ctx;
     Prepare(&ctx);
     v1::LoadResponse resp;
     grpc::Status s = stub()->Load(&ctx, req, &resp);
-    RecordCall(s);
-    for (size_t i = 0; i < chunk.size(); ++i) {
-      LoadItem* item = chunk[i];
-      if (!s.ok()) {
-        item->status = FromGrpcStatus(s);
-      } else if (static_cast<int>(i) >= resp.results_size()) {
-        item->status = absl::DataLossError("peer replied with too few results");
-      } else {
-        item->status = Verify(resp.results(i), item->meta.generation, item->meta.checksum,
-                              item->out);
-      }
-    }
+    TakeLoadResponse(s, resp, chunk);
   }
+}
+
+void Peer::StartLoad(LoadCall* call, absl::Span<LoadItem* const> items,
+                     grpc::CompletionQueue* cq) {
+  call->peer = this;
+  call->items = items.first(std::min(items.size(), kMaxLoadKeys));
+  call->stub = stub();
+  FillLoadRequest(call->items, &call->request);
+  Prepare(&call->context);
+  call->reader = call->stub->AsyncLoad(&call->context, call->request, cq);
+  call->reader->Finish(&call->response, &call->status, call);
+}
+
+void Peer::FinishLoad(LoadCall* call) {
+  TakeLoadResponse(call->status, call->response, call->items);
 }
 
 void Peer::InvalidateObject(uint32_t pool, uint64_t object) {

@@ -1,12 +1,17 @@
 // Peer: one remote ramster-server as the cluster tier sees it. Owns the gRPC
-// channel, the session (boot epoch, pool), the peer's health, and a store
-// queue that batches concurrent stores into one RPC.
+// channel, the session (boot epoch, pool), the peer's health, the calls
+// that store and load pages, and a queue for background invalidations.
 //
-// Batching: callers enqueue pages; a sender thread takes up to
+// Two ways to store. Queued (EnqueueStores): a sender thread takes up to
 // max_batch_pages at a time, sends one Store with a deadline, and completes
-// each caller. The queue is bounded in bytes: a full queue (a slow peer)
-// refuses at once, so a slow peer never stalls stores meant for others.
-// Invalidations are queued the same way and sent in the background.
+// each caller. Direct (StartStore/FinishStore): the caller sends its pages
+// itself, as one Store per max_batch_pages, without the two thread switches
+// of the queue; the cluster tier stores this way, one call per peer for a
+// whole batch, to all its peers at once. Both share one bound in bytes
+// (max_queued_bytes, pages queued or sent and not yet answered): past it
+// (a slow peer) a store is refused at once, so a slow peer never stalls
+// stores meant for others. Loads are direct too (LoadMany, StartLoad).
+// Invalidations are queued and sent in the background.
 //
 // Thread safety: all public methods may be called concurrently.
 #ifndef RAMSTER_CLIENT_PEER_H_
@@ -103,15 +108,58 @@ class Peer {
   // `stores`); the rest were refused as EnqueueStore refuses.
   size_t EnqueueStores(absl::Span<PendingStore* const> stores, Completion* done);
 
+  // A direct Store call: StartStore sends one request with a prefix of
+  // `stores` (at most max_batch_pages, as many as the byte bound allows)
+  // and returns how many it took; when that is 0 nothing was sent and no
+  // completion comes. Otherwise the call's completion arrives on `cq` with
+  // `call` as its tag (within the call deadline), and FinishStore then sets
+  // each store's result. The caller keeps `call` and the stores alive from
+  // StartStore until after FinishStore.
+  struct StoreCall {
+    Peer* peer = nullptr;
+    absl::Span<PendingStore* const> stores;
+    size_t bytes = 0;  // counted against max_queued_bytes until FinishStore
+    std::shared_ptr<v1::PageStore::Stub> stub;  // the channel stays alive
+    grpc::ClientContext context;
+    v1::StoreRequest request;
+    v1::StoreResponse response;
+    grpc::Status status;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::StoreResponse>> reader;
+  };
+  size_t StartStore(StoreCall* call, absl::Span<PendingStore* const> stores,
+                    grpc::CompletionQueue* cq);
+  void FinishStore(StoreCall* call);
+
   // Loads one page synchronously (with the call deadline). Verifies the
   // reply: the generation and checksum must be the ones expected, and the
   // payload must decode to a page with that checksum.
   absl::Status Load(const PageKey& key, uint32_t generation, uint64_t checksum,
                     absl::Span<uint8_t> out);
 
-  // Loads several pages in one request (at most 256), verifying each as
-  // Load does; sets each item's status.
+  // Loads several pages (one request per 256), verifying each as Load
+  // does; sets each item's status.
   void LoadMany(absl::Span<LoadItem* const> items);
+
+  // LoadMany split in two, so that one thread can have requests to several
+  // peers in flight at once (ClusterTier::LoadBatch): StartLoad sends one
+  // request for `items` (at most kMaxLoadKeys) and returns; the call's
+  // completion arrives on `cq` with `call` as its tag (within the call
+  // deadline); FinishLoad then verifies each page and sets its status.
+  // The caller keeps `call` and `items` alive from StartLoad until after
+  // FinishLoad.
+  static constexpr size_t kMaxLoadKeys = 256;
+  struct LoadCall {
+    Peer* peer = nullptr;
+    absl::Span<LoadItem* const> items;
+    std::shared_ptr<v1::PageStore::Stub> stub;  // the channel stays alive
+    grpc::ClientContext context;
+    v1::LoadRequest request;
+    v1::LoadResponse response;
+    grpc::Status status;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::LoadResponse>> reader;
+  };
+  void StartLoad(LoadCall* call, absl::Span<LoadItem* const> items, grpc::CompletionQueue* cq);
+  void FinishLoad(LoadCall* call);
 
   // Queues a background invalidation of the copy with generation at most
   // `generation`.
@@ -132,10 +180,19 @@ class Peer {
   void Prepare(grpc::ClientContext* ctx) const;
   absl::Status Verify(const v1::LoadResult& r, uint32_t generation, uint64_t checksum,
                       absl::Span<uint8_t> out) const;
+  void FillLoadRequest(absl::Span<LoadItem* const> items, v1::LoadRequest* req) const;
+  // Sets each item's status from a Load reply (or the call's failure).
+  void TakeLoadResponse(const grpc::Status& s, const v1::LoadResponse& resp,
+                        absl::Span<LoadItem* const> items);
   void RecordCall(const grpc::Status& s);
   void SenderLoop();
   void FailQueued(const absl::Status& why);
   void SendStores(std::vector<std::pair<PendingStore*, Completion*>>* batch);
+  void FillStoreRequest(absl::Span<PendingStore* const> stores, v1::StoreRequest* req) const;
+  // Sets each store's result from a Store reply (or the call's failure),
+  // and notes a full or draining peer.
+  void TakeStoreResponse(const grpc::Status& s, const v1::StoreResponse& resp,
+                         absl::Span<PendingStore* const> stores);
   void SendInvalidates(std::vector<v1::InvalidateRange>* ranges);
 
   const int id_;
@@ -154,6 +211,7 @@ class Peer {
   std::string node_id_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<v1::PageStore::Stub> stub_ ABSL_GUARDED_BY(mu_);
   std::deque<std::pair<PendingStore*, Completion*>> stores_ ABSL_GUARDED_BY(mu_);
+  // Encoded bytes of the queued stores and of the direct calls in flight.
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<v1::InvalidateRange> invalidates_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
