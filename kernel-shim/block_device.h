@@ -7,6 +7,11 @@
 //   kInvalidArgument/kOutOfRange -> EINVAL, kResourceExhausted -> ENOSPC,
 //   everything else -> EIO.
 //
+// Batches: the NBD server hands a device the READs (or WRITEs) that are
+// waiting together as one ReadBatch (WriteBatch) call, so that a device
+// with a network behind it can send them in one round trip. Each request of
+// a batch has its own outcome. The defaults run them one at a time.
+//
 // Thread safety: all methods may be called concurrently (NBD clients keep
 // many requests in flight).
 #ifndef RAMSTER_KERNEL_SHIM_BLOCK_DEVICE_H_
@@ -30,6 +35,21 @@ class BlockDevice {
   // Discard: afterwards the range reads as zeros and its storage is freed.
   virtual absl::Status Trim(uint64_t offset, uint64_t length) = 0;
   virtual absl::Status WriteZeroes(uint64_t offset, uint64_t length) = 0;
+  // One READ or WRITE of a batch: for a READ `data` is filled, for a WRITE
+  // it holds the bytes to write (and is not modified).
+  struct Io {
+    uint64_t offset = 0;
+    absl::Span<uint8_t> data;
+    absl::Status status;  // out: what Read/Write would have returned
+  };
+  // REQUIRES: every offset + size <= size(); no two requests of a batch
+  // overlap (so they may run in any order, or all at once).
+  virtual void ReadBatch(absl::Span<Io> ios) {
+    for (Io& io : ios) io.status = Read(io.offset, io.data);
+  }
+  virtual void WriteBatch(absl::Span<Io> ios) {
+    for (Io& io : ios) io.status = Write(io.offset, io.data);
+  }
   // Everything acknowledged so far is as durable as the device promises.
   virtual absl::Status Flush() = 0;
   // True when writes through one connection are visible to reads through

@@ -1,8 +1,11 @@
 // TierStackDevice: a block device whose 4096-byte blocks are the slots of a
 // TierStack. The whole pages of a request go to the stack as one range (one
-// request per peer); a partial page at either end is read, modified and
-// written under a per-page lock. TRIM and WRITE_ZEROES of whole pages
-// invalidate them (which also frees their remote copies).
+// request per peer); the whole pages of all the requests of a batch go as
+// one set of slots (TierStack::LoadSlots/StoreSlots: still one request per
+// peer, and each request gets the status of its own pages). A partial page
+// at either end is read, modified and written under a per-page lock. TRIM
+// and WRITE_ZEROES of whole pages invalidate them (which also frees their
+// remote copies).
 //
 // Every write acknowledged here was kept by some tier (the local swap file
 // is the last, and it refuses only on a failing disk), so the kernel does
@@ -30,6 +33,8 @@ class TierStackDevice final : public BlockDevice {
   absl::Status Write(uint64_t offset, absl::Span<const uint8_t> data) override;
   absl::Status Trim(uint64_t offset, uint64_t length) override;
   absl::Status WriteZeroes(uint64_t offset, uint64_t length) override;
+  void ReadBatch(absl::Span<Io> ios) override;
+  void WriteBatch(absl::Span<Io> ios) override;
   absl::Status Flush() override { return absl::OkStatus(); }
   bool can_multi_conn() const override { return true; }
 
