@@ -3,7 +3,7 @@
 //   ramster-shim --size=BYTES --peers=HOST:PORT,... --local-swap=PATH
 //                [--replicas=N] [--nbd-unix=PATH] [--nbd-listen=127.0.0.1:PORT]
 //                [--cache-size=BYTES] [--memory-budget=BYTES] [--self=NODE_ID]
-//                [--client-id=NAME] [--stats-file=PATH]
+//                [--client-id=NAME] [--stats-file=PATH] [--nbd-workers=N] [--nbd-batch=BYTES]
 //
 // Serves NBD in front of the tier stack: [local cache] -> cluster -> local
 // swap file. It runs when its host is short of memory, so it locks its
@@ -50,6 +50,11 @@ ABSL_FLAG(ramster::ByteSize, memory_budget, ramster::ByteSize(256ull << 20),
 ABSL_FLAG(std::string, self, "", "node id of this host's own ramster-server (never a target)");
 ABSL_FLAG(std::string, client_id, "", "identity presented to peers (default: hostname)");
 ABSL_FLAG(std::string, stats_file, "", "write figures as JSON to this file every second");
+ABSL_FLAG(int, nbd_workers, ramster::NbdServerOptions().workers,
+          "threads executing NBD requests (each runs a batch of waiting requests at a time)");
+ABSL_FLAG(ramster::ByteSize, nbd_batch,
+          ramster::ByteSize(ramster::NbdServerOptions().max_batch_bytes),
+          "most bytes of waiting READs or WRITEs run as one batch (one request per peer)");
 ABSL_FLAG(absl::Duration, call_timeout, absl::Seconds(2), "deadline of every call to a peer");
 ABSL_FLAG(std::string, admin_listen, "",
           "serve the Admin status (for ramsterctl) on this HOST:PORT (port 0: any)");
@@ -93,6 +98,7 @@ std::string StatsJson(TierStack* stack, ClusterTier* cluster, const NbdServer& n
   NbdServerStats n = nbd.stats();
   absl::StrAppend(&j, "], \"nbd\": {\"reads\": ", n.reads, ", \"writes\": ", n.writes,
                   ", \"trims\": ", n.trims, ", \"errors\": ", n.errors,
+                  ", \"batches\": ", n.batches, ", \"batched_requests\": ", n.batched_requests,
                   ", \"connections\": ", n.connections_active, "}}\n");
   return j;
 }
@@ -112,6 +118,8 @@ int Run() {
   // are still served, 8 MiB at most, from a 16 MiB preallocated arena.
   nbd_options.max_request_bytes = 8 << 20;
   nbd_options.buffer_pool_bytes = 16 << 20;
+  nbd_options.workers = absl::GetFlag(FLAGS_nbd_workers);
+  nbd_options.max_batch_bytes = absl::GetFlag(FLAGS_nbd_batch).bytes;
   nbd_options.unix_path = absl::GetFlag(FLAGS_nbd_unix);
   nbd_options.tcp_listen = absl::GetFlag(FLAGS_nbd_listen);
   if (nbd_options.unix_path.empty() && nbd_options.tcp_listen.empty()) {

@@ -49,8 +49,7 @@ void NbdBufferPool::Mark(size_t first, size_t units, bool used) {
 }
 
 NbdBufferPool::Buffer NbdBufferPool::Acquire(size_t bytes) {
-  Buffer b;
-  if (bytes == 0) return b;
+  if (bytes == 0) return Buffer();
   const size_t units = (bytes + kUnit - 1) / kUnit;
   if (units > units_) std::abort();  // would wait forever: a caller's bug
   MutexLock lock(&mu_);
@@ -62,10 +61,29 @@ NbdBufferPool::Buffer NbdBufferPool::Acquire(size_t bytes) {
     changed_.Wait();
   }
   if (waited) ++waits_;
-  Mark(first, units, true);
-  units_in_use_ += units;
   ++serving_;
   changed_.SignalAll();  // the next ticket may fit too
+  return Take(first, units, bytes);
+}
+
+bool NbdBufferPool::TryAcquire(size_t bytes, Buffer* buffer) {
+  if (bytes == 0) {
+    *buffer = Buffer();
+    return true;
+  }
+  const size_t units = (bytes + kUnit - 1) / kUnit;
+  MutexLock lock(&mu_);
+  if (next_ticket_ != serving_) return false;  // others wait: they are first
+  const size_t first = units <= units_ ? FindRun(units) : kNpos;
+  if (first == kNpos) return false;
+  *buffer = Take(first, units, bytes);
+  return true;
+}
+
+NbdBufferPool::Buffer NbdBufferPool::Take(size_t first, size_t units, size_t bytes) {
+  Mark(first, units, true);
+  units_in_use_ += units;
+  Buffer b;
   b.data_ = arena_.get() + first * kUnit;
   b.size_ = bytes;
   b.first_unit_ = first;

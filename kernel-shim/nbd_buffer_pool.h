@@ -54,6 +54,9 @@ class NbdBufferPool {
   // A buffer of `bytes` bytes (0 gives an empty buffer at once).
   // REQUIRES: bytes <= capacity(); every buffer is eventually released.
   Buffer Acquire(size_t bytes);
+  // Acquire without waiting: false (and nothing taken) when the run is not
+  // free now or other callers are waiting for space (they come first).
+  bool TryAcquire(size_t bytes, Buffer* buffer);
   void Release(Buffer* buffer);
 
   size_t bytes_in_use() const;
@@ -65,6 +68,8 @@ class NbdBufferPool {
   // First run of `units` free units, or npos. REQUIRES: mu_ held.
   size_t FindRun(size_t units) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Mark(size_t first, size_t units, bool used) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks the run used and describes it. REQUIRES: mu_ held.
+  Buffer Take(size_t first, size_t units, size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Used(size_t unit) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return (used_[unit / 64] >> (unit % 64)) & 1;
   }

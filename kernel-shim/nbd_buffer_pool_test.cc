@@ -44,6 +44,32 @@ TEST(NbdBufferPool, BuffersAreDisjointAndAccounted) {
   EXPECT_EQ(pool.waits(), 0u);
 }
 
+TEST(NbdBufferPool, TryAcquireTakesFreeSpaceOnlyAndNeverCutsInLine) {
+  NbdBufferPool pool(4 * kUnit);
+  NbdBufferPool::Buffer a, b, c, none;
+  ASSERT_TRUE(pool.TryAcquire(3 * kUnit, &a));
+  EXPECT_EQ(a.size(), 3 * kUnit);
+  EXPECT_FALSE(pool.TryAcquire(2 * kUnit, &b));  // no room: nothing taken, no wait
+  EXPECT_EQ(b.data(), nullptr);
+  EXPECT_EQ(pool.bytes_in_use(), 3 * kUnit);
+  EXPECT_FALSE(pool.TryAcquire(5 * kUnit, &b));  // larger than the pool
+  ASSERT_TRUE(pool.TryAcquire(0, &none));
+  EXPECT_EQ(none.data(), nullptr);
+  // A waiter for two units comes first: one free unit is not for TryAcquire.
+  std::thread waiter([&] { b = pool.Acquire(2 * kUnit); });
+  while (pool.waiting() == 0) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_FALSE(pool.TryAcquire(kUnit, &c));
+  pool.Release(&a);
+  waiter.join();
+  EXPECT_EQ(b.size(), 2 * kUnit);
+  ASSERT_TRUE(pool.TryAcquire(2 * kUnit, &c));
+  EXPECT_EQ(pool.bytes_in_use(), 4 * kUnit);
+  pool.Release(&b);
+  pool.Release(&c);
+  EXPECT_EQ(pool.bytes_in_use(), 0u);
+  EXPECT_EQ(pool.waits(), 1u);
+}
+
 TEST(NbdBufferPool, ZeroBytesNeedNoSpace) {
   NbdBufferPool pool(kUnit);
   NbdBufferPool::Buffer all = pool.Acquire(kUnit);

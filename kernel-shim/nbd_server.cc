@@ -34,6 +34,10 @@ constexpr int kMaxOptions = 1024;
 constexpr uint32_t kMinimumBlock = 1;
 constexpr uint32_t kPreferredBlock = 4096;
 constexpr size_t kMaxRequestLimit = size_t{1} << 30;
+constexpr size_t kMaxBatchLimit = size_t{64} << 20;
+// Requests a reader parses before it queues them (it queues sooner when it
+// would otherwise block).
+constexpr size_t kMaxReady = 64;
 
 enum class Io { kOk, kEof, kError };
 
@@ -64,6 +68,77 @@ Io Discard(int fd, uint64_t n) {
     n -= chunk;
   }
   return Io::kOk;
+}
+
+// The transmission phase's reads, buffered: one recv takes whatever has
+// arrived (a burst of pipelined requests, or a header with its payload), so
+// that a burst costs one system call and reaches the workers at once. A
+// large payload goes from the socket straight into its own buffer.
+class StreamReader {
+ public:
+  static constexpr size_t kBufferBytes = 16 << 10;
+
+  explicit StreamReader(int fd) : fd_(fd), buf_(new uint8_t[kBufferBytes]) {}
+
+  // Bytes that have arrived and are not consumed: reading up to this many
+  // does not block.
+  size_t buffered() const { return end_ - pos_; }
+
+  Io Read(void* out, size_t n) {
+    auto* p = static_cast<uint8_t*>(out);
+    const size_t from_buffer = std::min(n, buffered());
+    std::memcpy(p, buf_.get() + pos_, from_buffer);
+    pos_ += from_buffer;
+    if (from_buffer == n) return Io::kOk;
+    p += from_buffer;
+    n -= from_buffer;
+    if (n >= kBufferBytes / 2) return ReadFull(fd_, p, n);
+    // The buffer is empty: refill it with at least `n` bytes.
+    pos_ = end_ = 0;
+    while (end_ < n) {
+      ssize_t r = recv(fd_, buf_.get() + end_, kBufferBytes - end_, 0);
+      if (r > 0) {
+        end_ += static_cast<size_t>(r);
+      } else if (r == 0) {
+        return Io::kEof;
+      } else if (errno != EINTR) {
+        return Io::kError;
+      }
+    }
+    std::memcpy(p, buf_.get(), n);
+    pos_ = n;
+    return Io::kOk;
+  }
+
+  // Reads and drops `n` bytes (the payload of a rejected WRITE).
+  Io Skip(uint64_t n) {
+    const size_t from_buffer = static_cast<size_t>(std::min<uint64_t>(n, buffered()));
+    pos_ += from_buffer;
+    return Discard(fd_, n - from_buffer);
+  }
+
+ private:
+  const int fd_;
+  const std::unique_ptr<uint8_t[]> buf_;
+  size_t pos_ = 0, end_ = 0;  // buf_[pos_, end_) is unread
+};
+
+// Batches are made of whole pages (the device's blocks, the stack's slots).
+constexpr uint64_t kPage = 4096;
+
+// Pages [first, end) that a request touches.
+struct PageRange {
+  uint64_t first = 0, end = 0;
+  bool Overlaps(const PageRange& o) const { return first < o.end && o.first < end; }
+};
+PageRange PagesOf(const Request& r) {
+  return PageRange{r.offset / kPage, (r.offset + r.length + kPage - 1) / kPage};
+}
+
+// A READ or WRITE of whole pages: what may run in a batch with others.
+bool Batchable(const Request& r) {
+  return (r.type == nbd::kCmdRead || r.type == nbd::kCmdWrite) && r.length > 0 &&
+         r.offset % kPage == 0 && r.length % kPage == 0;
 }
 
 // Sends all of `iov` (modified as it goes). False on any error, including
@@ -202,30 +277,87 @@ struct NbdServer::Job {
   NbdBufferPool::Buffer buffer;
 };
 
-// A fixed ring of jobs between the readers and the workers: Push blocks
-// while it is full, Pop while it is empty; after Close, Pop drains what is
-// left and then returns false.
+// A fixed ring of jobs between the readers and the workers: PushAll blocks
+// while it is full, PopBatch while it is empty; after Close, PopBatch
+// drains what is left and then returns false.
 class NbdServer::JobQueue {
  public:
-  explicit JobQueue(size_t capacity) : ring_(capacity) {}
-
-  void Push(Job job) {
+  explicit JobQueue(size_t capacity) : ring_(capacity) {
     MutexLock lock(&mu_);
-    while (count_ == ring_.size()) not_full_.Wait();
-    ring_[(head_ + count_) % ring_.size()] = std::move(job);
-    ++count_;
+    passed_.reserve(capacity);
+  }
+
+  // Queues the jobs in order (waiting for room as needed) and clears
+  // `jobs`. One wakeup for the lot: the worker that wakes takes as many as
+  // fit in its batch and wakes another for the rest.
+  void PushAll(std::vector<Job>* jobs) {
+    MutexLock lock(&mu_);
+    for (Job& job : *jobs) {
+      while (count_ == ring_.size()) {
+        not_empty_.Signal();
+        not_full_.Wait();
+      }
+      ring_[(head_ + count_) % ring_.size()] = std::move(job);
+      ++count_;
+    }
+    jobs->clear();
     not_empty_.Signal();
   }
 
-  bool Pop(Job* job) {
+  // Takes the oldest job, and with it (if it is Batchable) every waiting
+  // job that may join its batch: same connection and command, Batchable,
+  // no page in common with the batch nor with an older job of that
+  // connection that stays behind, at most `max_bytes` of payload in all.
+  // Jobs left behind keep their order. False once closed and drained.
+  bool PopBatch(size_t max_bytes, std::vector<Job>* batch) {
+    batch->clear();
     MutexLock lock(&mu_);
     while (count_ == 0 && !closed_) not_empty_.Wait();
     if (count_ == 0) return false;
-    *job = std::move(ring_[head_]);
+    batch->push_back(std::move(ring_[head_]));
     head_ = (head_ + 1) % ring_.size();
     --count_;
-    not_full_.Signal();
+    const Request first = batch->front().request;
+    const Connection* conn = batch->front().conn;
+    size_t bytes = first.length;
+    if (Batchable(first) && bytes + kPage <= max_bytes && count_ > 0) {
+      passed_.clear();
+      size_t kept = 0;  // jobs staying, moved down to close the gaps
+      for (size_t i = 0; i < count_; ++i) {
+        Job& job = ring_[(head_ + i) % ring_.size()];
+        const Request& r = job.request;
+        bool take = false;
+        if (job.conn == conn) {
+          const PageRange pages = PagesOf(r);
+          take = r.type == first.type && Batchable(r) && bytes + r.length <= max_bytes;
+          for (size_t k = 0; take && k < passed_.size(); ++k) take = !pages.Overlaps(passed_[k]);
+          for (size_t k = 0; take && k < batch->size(); ++k) {
+            take = !pages.Overlaps(PagesOf((*batch)[k].request));
+          }
+          if (!take) passed_.push_back(pages);  // at most capacity: no allocation
+        }
+        if (take) {
+          bytes += r.length;
+          batch->push_back(std::move(job));
+        } else {
+          if (kept != i) ring_[(head_ + kept) % ring_.size()] = std::move(job);
+          ++kept;
+        }
+      }
+      count_ = kept;
+    }
+    if (batch->size() > 1) {
+      not_full_.SignalAll();
+    } else {
+      not_full_.Signal();
+    }
+    if (count_ > 0) not_empty_.Signal();  // the rest for another worker
     return true;
+  }
+
+  size_t size() {
+    MutexLock lock(&mu_);
+    return count_;
   }
 
   void Close() {
@@ -241,6 +373,8 @@ class NbdServer::JobQueue {
   size_t head_ ABSL_GUARDED_BY(mu_) = 0;
   size_t count_ ABSL_GUARDED_BY(mu_) = 0;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  // PopBatch's scratch: the pages of the jobs it passed over.
+  std::vector<PageRange> passed_ ABSL_GUARDED_BY(mu_);
 };
 
 // ---- lifecycle ---------------------------------------------------------------
@@ -261,6 +395,10 @@ absl::Status NbdServer::ValidateOptions() const {
         "nbd: max_request_bytes=", options_.max_request_bytes, " (4 KiB to 1 GiB)"));
   }
   if (options_.queue_depth < 1) return absl::InvalidArgumentError("nbd: queue_depth < 1");
+  if (options_.max_batch_bytes > kMaxBatchLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("nbd: max_batch_bytes=", options_.max_batch_bytes, " (at most 64 MiB)"));
+  }
   if (options_.max_connections < 1) return absl::InvalidArgumentError("nbd: max_connections < 1");
   if (options_.export_name.size() > nbd::kMaxStringBytes) {
     return absl::InvalidArgumentError("nbd: export name longer than 4096 bytes");
@@ -455,12 +593,15 @@ NbdServerStats NbdServer::stats() const {
   s.unknown_commands = unknown_commands_;
   s.bytes_read = bytes_read_;
   s.bytes_written = bytes_written_;
+  s.batched_requests = batched_requests_;
+  s.batches = batches_;
   s.errors = errors_;
   s.device_errors = device_errors_;
   s.protocol_errors = protocol_errors_;
   s.connections_accepted = accepted_;
   s.connections_rejected = rejected_;
   s.connections_active = active_;
+  if (queue_) s.queued = queue_->size();
   if (pool_) {
     s.buffer_pool_bytes = pool_->capacity();
     s.buffer_bytes_in_use = pool_->bytes_in_use();
@@ -713,16 +854,29 @@ bool NbdServer::HandleInfo(Connection* c, uint32_t option, absl::Span<const uint
 // ---- transmission ----------------------------------------------------------------
 
 void NbdServer::Transmission(Connection* c) {
-  const int fd = c->fd();
+  StreamReader in(c->fd());
   const uint64_t size = device_->size();
   const auto max_payload = static_cast<uint32_t>(options_.max_request_bytes);
+  // Requests parsed but not queued yet. They go to the queue together, and
+  // always before the reader might block (on the socket, on buffer space,
+  // on sending an error): a request never waits for a later one.
+  std::vector<Job> ready;
+  ready.reserve(kMaxReady);
+  const auto queue_ready = [&] {
+    if (!ready.empty()) queue_->PushAll(&ready);
+  };
   uint8_t header[nbd::kRequestBytes];
   for (;;) {
-    if (ReadFull(fd, header, sizeof(header)) != Io::kOk) return;  // EOF, shutdown
+    if (in.buffered() < sizeof(header) || ready.size() >= kMaxReady) queue_ready();
+    if (in.Read(header, sizeof(header)) != Io::kOk) break;  // EOF, shutdown
     absl::StatusOr<Request> req = nbd::DecodeRequest(header);
     if (!req.ok()) {
       ProtocolError(c, req.status().message());
-      return;
+      break;
+    }
+    if (req->type == nbd::kCmdDisc) {
+      ++disconnects_;
+      break;  // the requests in flight still finish
     }
     switch (req->type) {
       case nbd::kCmdRead: ++reads_; break;
@@ -730,33 +884,45 @@ void NbdServer::Transmission(Connection* c) {
       case nbd::kCmdFlush: ++flushes_; break;
       case nbd::kCmdTrim: ++trims_; break;
       case nbd::kCmdWriteZeroes: ++write_zeroes_; break;
-      case nbd::kCmdDisc: ++disconnects_; return;  // in-flight requests still finish
       default: ++unknown_commands_; break;
     }
     if (uint32_t error = nbd::CheckRequest(*req, size, max_payload); error != 0) {
       ++errors_;
-      if (nbd::HasPayload(*req) && Discard(fd, req->length) != Io::kOk) return;
-      if (!c->SendReply(req->handle, error)) return;
+      queue_ready();
+      if (nbd::HasPayload(*req) && in.Skip(req->length) != Io::kOk) break;
+      if (!c->SendReply(req->handle, error)) break;
       continue;
     }
     Job job;
     job.conn = c;
     job.request = *req;
-    if (req->type == nbd::kCmdRead || req->type == nbd::kCmdWrite) {
-      job.buffer = pool_->Acquire(req->length);  // may wait for space
+    if ((req->type == nbd::kCmdRead || req->type == nbd::kCmdWrite) &&
+        !pool_->TryAcquire(req->length, &job.buffer)) {
+      queue_ready();  // they may hold the space this one waits for
+      job.buffer = pool_->Acquire(req->length);
     }
-    if (req->type == nbd::kCmdWrite && ReadFull(fd, job.buffer.data(), req->length) != Io::kOk) {
-      pool_->Release(&job.buffer);
-      return;
+    if (req->type == nbd::kCmdWrite) {
+      if (in.buffered() < req->length) queue_ready();
+      if (in.Read(job.buffer.data(), req->length) != Io::kOk) {
+        pool_->Release(&job.buffer);
+        break;
+      }
     }
     c->Started();
-    queue_->Push(std::move(job));  // may wait for a worker
+    ready.push_back(std::move(job));
   }
+  queue_ready();
 }
 
 void NbdServer::WorkerLoop() {
-  Job job;
-  while (queue_->Pop(&job)) Execute(&job);
+  std::vector<Job> batch;
+  while (queue_->PopBatch(options_.max_batch_bytes, &batch)) {
+    if (batch.size() == 1) {
+      Execute(&batch[0]);
+    } else {
+      ExecuteBatch(absl::MakeSpan(batch));
+    }
+  }
 }
 
 void NbdServer::Execute(Job* job) {
@@ -773,6 +939,43 @@ void NbdServer::Execute(Job* job) {
       r.type != nbd::kCmdFlush) {
     s = device_->Flush();
   }
+  const uint32_t error = Account(r, s);
+  ReplyAndRelease(absl::MakeSpan(job, 1), &error);
+}
+
+void NbdServer::ExecuteBatch(absl::Span<Job> jobs) {
+  thread_local std::vector<BlockDevice::Io> ios;
+  thread_local std::vector<uint32_t> errors;
+  ios.clear();
+  for (const Job& job : jobs) ios.push_back({job.request.offset, job.buffer.span(), {}});
+  const bool reads = jobs[0].request.type == nbd::kCmdRead;
+  if (reads) {
+    device_->ReadBatch(absl::MakeSpan(ios));
+  } else {
+    device_->WriteBatch(absl::MakeSpan(ios));
+  }
+  batches_++;
+  batched_requests_ += jobs.size();
+  // FUA: one flush after the whole batch, before any reply.
+  absl::Status flushed;
+  if (!reads) {
+    bool fua = false;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      fua |= ios[i].status.ok() && (jobs[i].request.flags & nbd::kCmdFlagFua) != 0;
+    }
+    if (fua) flushed = device_->Flush();
+  }
+  errors.resize(jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const Request& r = jobs[i].request;
+    absl::Status s = std::move(ios[i].status);
+    if (s.ok() && !reads && (r.flags & nbd::kCmdFlagFua) != 0) s = flushed;
+    errors[i] = Account(r, s);
+  }
+  ReplyAndRelease(jobs, errors.data());
+}
+
+uint32_t NbdServer::Account(const Request& r, const absl::Status& s) {
   const uint32_t error = NbdErrno(s);
   if (error != 0) {
     ++errors_;
@@ -789,12 +992,36 @@ void NbdServer::Execute(Job* job) {
   } else if (r.type == nbd::kCmdWrite) {
     bytes_written_ += r.length;
   }
-  absl::Span<const uint8_t> data;
-  if (r.type == nbd::kCmdRead && error == 0) data = job->buffer.span();
-  job->conn->SendReply(r.handle, error, data);
-  pool_->Release(&job->buffer);
-  job->conn->Done();
-  job->conn = nullptr;
+  return error;
+}
+
+void NbdServer::ReplyAndRelease(absl::Span<Job> jobs, const uint32_t* errors) {
+  // Replies per send: two iovecs each (header, READ data), below IOV_MAX.
+  constexpr size_t kPerSend = 64;
+  Connection* const c = jobs[0].conn;
+  std::array<uint8_t, nbd::kSimpleReplyBytes> headers[kPerSend];
+  iovec iov[2 * kPerSend];
+  for (size_t start = 0; start < jobs.size(); start += kPerSend) {
+    const size_t n = std::min(kPerSend, jobs.size() - start);
+    int count = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const Job& job = jobs[start + i];
+      const uint32_t error = errors[start + i];
+      headers[i] = nbd::EncodeSimpleReply(job.request.handle, error);
+      iov[count++] = {headers[i].data(), headers[i].size()};
+      if (job.request.type == nbd::kCmdRead && error == 0 && job.buffer.size() > 0) {
+        iov[count++] = {job.buffer.data(), job.buffer.size()};
+      }
+    }
+    c->Send(iov, count);  // a failure breaks the connection; nothing to undo
+  }
+  for (Job& job : jobs) {
+    pool_->Release(&job.buffer);
+    // The last Done may let the reader close the connection: no use of `c`
+    // after it.
+    job.conn->Done();
+    job.conn = nullptr;
+  }
 }
 
 }  // namespace ramster

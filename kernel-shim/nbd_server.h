@@ -20,6 +20,21 @@
 // grows. Every length that arrives is bounded: option data by 64 KiB,
 // READ/WRITE payloads by max_request_bytes.
 //
+// Batching: the reader takes from the socket whatever has arrived (a
+// burst of requests in one recv) and queues every request of the burst at
+// once. A worker that takes a whole-page READ (WRITE) also takes the other
+// whole-page READs (WRITEs) of the same connection that are waiting, up to
+// max_batch_bytes, and runs them as one BlockDevice::ReadBatch (WriteBatch)
+// call: below, the pages of all of them travel in one request per peer.
+// Each request still gets its own reply with its own error; the replies of
+// a batch go out in one send. A batch never holds two requests that touch
+// the same page, nor one that would overtake an older request of its
+// connection on a page they share (both then stay queued, in order).
+// Requests on one page that are in flight together may still run at once
+// on different workers, as NBD allows (and as the kernel never does). A FUA
+// write in a batch is answered after one device flush that follows the
+// whole batch.
+//
 // Malformed input: a request that can be answered is answered with the
 // protocol's error (and a rejected WRITE's payload is read and dropped, so
 // the stream stays in sync); a stream that cannot be resynchronized (bad
@@ -67,6 +82,10 @@ struct NbdServerOptions {
   size_t buffer_pool_bytes = 64 << 20;
   // Requests parsed and waiting for a worker, all connections together.
   int queue_depth = 128;
+  // The most payload bytes one batch of READs or WRITEs may hold (a single
+  // larger request runs alone). At most 64 MiB; below 8192 there is no
+  // batching.
+  size_t max_batch_bytes = 128 << 10;
   // Connections beyond this are closed as soon as they are accepted.
   int max_connections = 32;
   // A client must finish the handshake within this time.
@@ -85,6 +104,10 @@ struct NbdServerStats {
   uint64_t unknown_commands = 0;
   // Payload bytes of READs and WRITEs that succeeded.
   uint64_t bytes_read = 0, bytes_written = 0;
+  // READs and WRITEs that ran as part of a batch of several, and the
+  // batches (requests / batches is the average batch).
+  uint64_t batched_requests = 0, batches = 0;
+  uint64_t queued = 0;            // requests waiting for a worker now
   uint64_t errors = 0;            // requests answered with an error
   uint64_t device_errors = 0;     // ... of which the device returned
   uint64_t protocol_errors = 0;   // connections dropped for malformed input
@@ -93,8 +116,9 @@ struct NbdServerStats {
   uint64_t connections_active = 0;
   // Memory: the preallocated buffer arena (fixed after Start) and how much
   // of it requests hold now; how often a request waited for space.
-  // Besides the arena the server holds, per connection, one thread and
-  // (during the handshake only) up to 64 KiB of option data.
+  // Besides the arena the server holds, per connection, one thread, a
+  // 16 KiB receive buffer and (during the handshake only) up to 64 KiB of
+  // option data.
   size_t buffer_pool_bytes = 0;
   size_t buffer_bytes_in_use = 0;
   uint64_t buffer_waits = 0;
@@ -159,6 +183,14 @@ class NbdServer {
   void Transmission(Connection* c);
   void WorkerLoop();
   void Execute(Job* job);
+  // REQUIRES: jobs of one connection, all READs or all WRITEs, whole
+  // pages, not overlapping (JobQueue::PopBatch).
+  void ExecuteBatch(absl::Span<Job> jobs);
+  // Counts a finished request (stats, the error log); its NBD error.
+  uint32_t Account(const nbd::Request& r, const absl::Status& s);
+  // Replies to `jobs` (of one connection; errors[i] for jobs[i]) in as few
+  // sends as possible, then releases their buffers and finishes them.
+  void ReplyAndRelease(absl::Span<Job> jobs, const uint32_t* errors);
 
   uint16_t TransmissionFlags() const;
   bool ExportNameOk(absl::string_view name) const {
@@ -189,7 +221,8 @@ class NbdServer {
   // Counters for stats().
   std::atomic<uint64_t> reads_{0}, writes_{0}, flushes_{0}, trims_{0}, write_zeroes_{0},
       disconnects_{0}, unknown_commands_{0}, bytes_read_{0}, bytes_written_{0}, errors_{0},
-      device_errors_{0}, protocol_errors_{0}, accepted_{0}, rejected_{0}, active_{0};
+      device_errors_{0}, protocol_errors_{0}, accepted_{0}, rejected_{0}, active_{0},
+      batched_requests_{0}, batches_{0};
 };
 
 }  // namespace ramster

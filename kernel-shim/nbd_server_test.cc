@@ -17,14 +17,19 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client/local_cache_tier.h"
+#include "client/tier.h"
+#include "client/tier_stack.h"
 #include "gtest/gtest.h"
 #include "kernel-shim/nbd_protocol.h"
 #include "kernel-shim/nbd_test_client.h"
 #include "kernel-shim/nbd_test_device.h"
+#include "kernel-shim/tier_stack_device.h"
 
 namespace ramster {
 namespace {
@@ -59,6 +64,29 @@ class InstrumentedDevice final : public BlockDevice {
     ++flushes;
     return base_->Flush();
   }
+  // Batches are held like reads, fail like the calls they stand for, and
+  // are recorded (their sizes, in order) before they reach the real device.
+  void ReadBatch(absl::Span<Io> ios) override {
+    Hold();
+    Record(ios.size());
+    if (!read_status.ok()) {
+      for (Io& io : ios) io.status = read_status;
+      return;
+    }
+    base_->ReadBatch(ios);
+  }
+  void WriteBatch(absl::Span<Io> ios) override {
+    Record(ios.size());
+    if (!write_status.ok()) {
+      for (Io& io : ios) io.status = write_status;
+      return;
+    }
+    base_->WriteBatch(ios);
+  }
+  std::vector<size_t> batches() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return batches_;
+  }
   bool can_multi_conn() const override { return multi_conn; }
 
   // Reads block (after entering) until Release(); held() says how many wait.
@@ -88,11 +116,16 @@ class InstrumentedDevice final : public BlockDevice {
     cv_.wait(lock, [this] { return !holding_; });
     --held_;
   }
+  void Record(size_t n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    batches_.push_back(n);
+  }
   BlockDevice* const base_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool holding_ = false;
   int held_ = 0;
+  std::vector<size_t> batches_;
 };
 
 void WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10)) {
@@ -105,6 +138,76 @@ std::vector<uint8_t> Pattern(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   for (auto& b : v) b = static_cast<uint8_t>(rng());
   return v;
+}
+
+// Wraps a tier: loads of the slots in fail_loads fail (kUnavailable) and
+// stores of the slots in refuse_stores are refused (kResourceExhausted), so
+// that a test knows exactly which pages of a batch fail.
+class SlotFaultTier final : public Tier {
+ public:
+  explicit SlotFaultTier(std::unique_ptr<Tier> inner) : inner_(std::move(inner)) {}
+
+  std::string_view name() const override { return inner_->name(); }
+  absl::Status Store(const PageKey& key, absl::Span<const uint8_t> raw, const EncodedPage& enc,
+                     PageMeta* meta, bool* durable) override {
+    if (In(refuse_stores_, key.index)) return absl::ResourceExhaustedError("injected: full");
+    return inner_->Store(key, raw, enc, meta, durable);
+  }
+  absl::Status Load(const PageKey& key, const PageMeta& meta, absl::Span<uint8_t> out) override {
+    if (In(fail_loads_, key.index)) return absl::UnavailableError("injected: down");
+    return inner_->Load(key, meta, out);
+  }
+  void Invalidate(const PageKey& key, const PageMeta& meta) override {
+    inner_->Invalidate(key, meta);
+  }
+  bool overwrites_in_place() const override { return inner_->overwrites_in_place(); }
+
+  void FailLoads(std::set<uint64_t> slots) {
+    std::lock_guard<std::mutex> lock(mu_);
+    fail_loads_ = std::move(slots);
+  }
+  void RefuseStores(std::set<uint64_t> slots) {
+    std::lock_guard<std::mutex> lock(mu_);
+    refuse_stores_ = std::move(slots);
+  }
+
+ private:
+  bool In(const std::set<uint64_t>& set, uint64_t slot) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return set.count(slot) > 0;
+  }
+  const std::unique_ptr<Tier> inner_;
+  std::mutex mu_;
+  std::set<uint64_t> fail_loads_, refuse_stores_;
+};
+
+struct Reply {
+  uint32_t error = 0;
+  std::vector<uint8_t> data;  // a successful READ's payload
+};
+
+// Receives `n` replies in whatever order they come; `read_lengths` names
+// the READs (by handle) and their lengths, so that their payloads are read.
+std::map<uint64_t, Reply> RecvReplies(NbdTestClient* c, size_t n,
+                                      const std::map<uint64_t, uint32_t>& read_lengths) {
+  std::map<uint64_t, Reply> replies;
+  for (size_t i = 0; i < n; ++i) {
+    absl::StatusOr<nbd::SimpleReply> r = c->RecvReply();
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) break;
+    Reply& reply = replies[r->handle];
+    reply.error = r->error;
+    auto it = read_lengths.find(r->handle);
+    if (it != read_lengths.end() && r->error == 0) {
+      reply.data.resize(it->second);
+      EXPECT_TRUE(c->RecvBytes(reply.data.data(), reply.data.size()).ok());
+    }
+  }
+  return replies;
+}
+
+std::vector<uint8_t> Slice(const std::vector<uint8_t>& v, size_t offset, size_t n) {
+  return std::vector<uint8_t>(v.begin() + offset, v.begin() + offset + n);
 }
 
 class NbdServerTest : public ::testing::Test {
@@ -153,8 +256,38 @@ class NbdServerTest : public ::testing::Test {
     return c;
   }
 
+  // Serves, instead of real_, a stack whose one tier (a cache) fails the
+  // slots a test names. Call before StartServer.
+  SlotFaultTier* UseFaultyDevice() {
+    auto tier = std::make_unique<SlotFaultTier>(std::make_unique<LocalCacheTier>(8 << 20));
+    SlotFaultTier* faults = tier.get();
+    std::vector<std::unique_ptr<Tier>> tiers;
+    tiers.push_back(std::move(tier));
+    faulty_.stack = std::make_unique<TierStack>(kDeviceBytes / 4096, 1, std::move(tiers));
+    faulty_.device = std::make_unique<TierStackDevice>(faulty_.stack.get());
+    device_ = std::make_unique<InstrumentedDevice>(faulty_.device.get());
+    return faults;
+  }
+
+  // With one worker: sends a READ of `offset` that the device holds, so
+  // that what is sent next waits in the queue. REQUIRES: workers == 1.
+  void HoldTheWorker(NbdTestClient* c, uint64_t handle, uint64_t offset) {
+    device_->HoldReads();
+    ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, handle, offset, 4096}).ok());
+    WaitFor([&] { return device_->held() == 1; });
+    ASSERT_EQ(device_->held(), 1);
+  }
+  // Waits until `n` requests are queued behind the held one, then lets
+  // the worker go on.
+  void ReleaseWhenQueued(uint64_t n) {
+    WaitFor([&] { return server_->stats().queued == n; });
+    ASSERT_EQ(server_->stats().queued, n);
+    device_->Release();
+  }
+
   std::string dir_;
   NbdTestDevice real_;
+  NbdTestDevice faulty_;
   std::unique_ptr<InstrumentedDevice> device_;
   NbdServerOptions options_;
   std::unique_ptr<NbdServer> server_;
@@ -690,6 +823,219 @@ TEST_F(NbdServerTest, RequestsWaitForBufferSpaceAndAllComplete) {
   s = server_->stats();
   EXPECT_GE(s.buffer_waits, 1u);
   EXPECT_EQ(s.buffer_bytes_in_use, 0u);
+}
+
+// ---- batches ----------------------------------------------------------------------
+
+TEST_F(NbdServerTest, WaitingWholePageReadsRunAsOneBatchEachWithItsOwnReply) {
+  options_.workers = 1;
+  StartServer();
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> data = Pattern(16 * 4096, 11);
+  ASSERT_EQ(*c->Write(0, data), 0u);
+  HoldTheWorker(c.get(), 100, 15 * 4096);
+  // Behind it: ten one-page READs and one of two pages.
+  std::map<uint64_t, uint32_t> lengths{{100, 4096}};
+  for (uint64_t i = 1; i <= 10; ++i) {
+    ASSERT_TRUE(
+        c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, 100 + i, i * 4096, 4096}).ok());
+    lengths[100 + i] = 4096;
+  }
+  ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, 111, 11 * 4096, 8192}).ok());
+  lengths[111] = 8192;
+  ReleaseWhenQueued(11);
+  std::map<uint64_t, Reply> replies = RecvReplies(c.get(), 12, lengths);
+  ASSERT_EQ(replies.size(), 12u);
+  for (const auto& [handle, length] : lengths) {
+    const uint64_t page = handle == 100 ? 15 : handle - 100;
+    EXPECT_EQ(replies[handle].error, 0u) << handle;
+    EXPECT_EQ(replies[handle].data, Slice(data, page * 4096, length)) << handle;
+  }
+  EXPECT_EQ(device_->batches(), std::vector<size_t>{11});
+  NbdServerStats s = server_->stats();
+  EXPECT_EQ(s.batches, 1u);
+  EXPECT_EQ(s.batched_requests, 11u);
+  EXPECT_EQ(s.bytes_read, 13u * 4096);
+}
+
+// A batch takes only whole-page requests of one kind that touch no page of
+// each other nor of an older request it leaves waiting; the rest run later,
+// in order. FUA is honoured by a flush before the batch's replies.
+TEST_F(NbdServerTest, ABatchSkipsOverlappingPartialAndOtherRequestsWhichRunInOrder) {
+  options_.workers = 1;
+  StartServer();
+  auto c = ConnectAndGo();
+  std::vector<uint8_t> expect = Pattern(16 * 4096, 12);
+  ASSERT_EQ(*c->Write(0, expect), 0u);
+  HoldTheWorker(c.get(), 100, 15 * 4096);
+  const std::vector<uint8_t> a = Pattern(8192, 21), b = Pattern(4096, 22), cc = Pattern(4096, 23),
+                             d = Pattern(200, 24), e = Pattern(4096, 25), f = Pattern(4096, 26);
+  const uint16_t kWrite = nbd::kCmdWrite, kRead = nbd::kCmdRead;
+  const auto send = [&](uint16_t type, uint16_t flags, uint64_t handle, uint64_t offset,
+                        uint32_t length, const std::vector<uint8_t>& payload) {
+    ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, flags, type, handle, offset, length},
+                               payload)
+                    .ok());
+  };
+  send(kWrite, 0, 101, 0, 8192, a);                      // pages 0-1: batch
+  send(kWrite, 0, 102, 4096, 4096, b);                   // page 1 again: later
+  send(kRead, 0, 103, 2 * 4096, 4096, {});               // a READ: later
+  send(kWrite, 0, 104, 2 * 4096, 4096, cc);              // after that READ
+  send(kWrite, 0, 105, 5 * 4096 + 100, 200, d);          // partial page: alone
+  send(kWrite, nbd::kCmdFlagFua, 106, 6 * 4096, 4096, e);  // batch, FUA
+  send(kWrite, 0, 107, 7 * 4096, 4096, f);               // batch
+  ReleaseWhenQueued(7);
+  const std::vector<uint8_t> page2_before = Slice(expect, 2 * 4096, 4096);
+  std::map<uint64_t, Reply> replies = RecvReplies(c.get(), 8, {{100, 4096}, {103, 4096}});
+  ASSERT_EQ(replies.size(), 8u);
+  for (const auto& [handle, reply] : replies) EXPECT_EQ(reply.error, 0u) << handle;
+  EXPECT_EQ(replies[103].data, page2_before);  // it ran before the WRITE queued after it
+  EXPECT_EQ(device_->batches(), std::vector<size_t>{3});  // 101, 106, 107
+  EXPECT_EQ(device_->flushes.load(), 1);
+  std::copy(a.begin(), a.end(), expect.begin());
+  std::copy(b.begin(), b.end(), expect.begin() + 4096);
+  std::copy(cc.begin(), cc.end(), expect.begin() + 2 * 4096);
+  std::copy(d.begin(), d.end(), expect.begin() + 5 * 4096 + 100);
+  std::copy(e.begin(), e.end(), expect.begin() + 6 * 4096);
+  std::copy(f.begin(), f.end(), expect.begin() + 7 * 4096);
+  std::vector<uint8_t> out;
+  ASSERT_EQ(*c->Read(0, 16 * 4096, &out), 0u);
+  EXPECT_EQ(out, expect);
+}
+
+TEST_F(NbdServerTest, PagesThatFailInABatchFailOnlyTheirOwnRequests) {
+  options_.workers = 1;
+  SlotFaultTier* faults = UseFaultyDevice();
+  StartServer();
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> data = Pattern(16 * 4096, 13);
+  ASSERT_EQ(*c->Write(0, data), 0u);
+
+  // READs: page 3 and page 9 (inside a two-page READ) have no good copy.
+  faults->FailLoads({3, 9});
+  HoldTheWorker(c.get(), 100, 15 * 4096);
+  std::map<uint64_t, uint32_t> lengths{{100, 4096}};
+  for (uint64_t i = 1; i <= 8; ++i) {
+    ASSERT_TRUE(
+        c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, 100 + i, i * 4096, 4096}).ok());
+    lengths[100 + i] = 4096;
+  }
+  ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, 109, 9 * 4096, 8192}).ok());
+  lengths[109] = 8192;
+  ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, 111, 11 * 4096, 4096}).ok());
+  lengths[111] = 4096;
+  ReleaseWhenQueued(10);
+  std::map<uint64_t, Reply> replies = RecvReplies(c.get(), 11, lengths);
+  ASSERT_EQ(replies.size(), 11u);
+  for (const auto& [handle, length] : lengths) {
+    if (handle == 103 || handle == 109) {
+      EXPECT_EQ(replies[handle].error, nbd::kEio) << handle;
+      EXPECT_TRUE(replies[handle].data.empty()) << handle;
+      continue;
+    }
+    const uint64_t page = handle == 100 ? 15 : handle - 100;
+    EXPECT_EQ(replies[handle].error, 0u) << handle;
+    EXPECT_EQ(replies[handle].data, Slice(data, page * 4096, length)) << handle;
+  }
+  EXPECT_EQ(device_->batches(), std::vector<size_t>{10});
+
+  // WRITEs: the only tier refuses page 20; its WRITE fails, the others of
+  // the batch are kept.
+  faults->FailLoads({});
+  faults->RefuseStores({20});
+  HoldTheWorker(c.get(), 200, 15 * 4096);
+  const std::vector<uint8_t> fresh = Pattern(4 * 4096, 14);
+  for (uint64_t i = 0; i < 4; ++i) {
+    ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdWrite, 201 + i, (18 + i) * 4096,
+                                4096},
+                               Slice(fresh, i * 4096, 4096))
+                    .ok());
+  }
+  ReleaseWhenQueued(4);
+  replies = RecvReplies(c.get(), 5, {{200, 4096}});
+  ASSERT_EQ(replies.size(), 5u);
+  EXPECT_EQ(replies[200].error, 0u);
+  EXPECT_EQ(replies[201].error, 0u);
+  EXPECT_EQ(replies[202].error, 0u);
+  EXPECT_EQ(replies[203].error, nbd::kEnospc);
+  EXPECT_EQ(replies[204].error, 0u);
+  EXPECT_EQ(device_->batches(), (std::vector<size_t>{10, 4}));
+  std::vector<uint8_t> expect = fresh;
+  std::fill(expect.begin() + 2 * 4096, expect.begin() + 3 * 4096, 0);  // never written
+  std::vector<uint8_t> out;
+  ASSERT_EQ(*c->Read(18 * 4096, 4 * 4096, &out), 0u);
+  EXPECT_EQ(out, expect);
+  EXPECT_EQ(server_->stats().device_errors, 3u);
+}
+
+// Many whole-page and partial READs and WRITEs in flight on one connection
+// (never two on one page at once, as the kernel and fio do), with several
+// workers: every READ returns exactly what the WRITEs before it left.
+TEST_F(NbdServerTest, MixedRequestsAtQueueDepth32MatchTheModel) {
+  StartServer();
+  auto c = ConnectAndGo();
+  constexpr uint64_t kPages = 96;
+  constexpr int kRequests = 3000, kDepth = 32;
+  std::vector<uint8_t> model(kPages * 4096, 0);
+  std::vector<bool> busy(kPages, false);
+  struct InFlight {
+    uint64_t first_page, pages;
+    bool read;
+    std::vector<uint8_t> expect;
+    uint32_t length;
+  };
+  std::map<uint64_t, InFlight> inflight;
+  std::mt19937 rng(77);
+  int sent = 0, mismatches = 0, errors = 0;
+  uint64_t handle = 1000;
+  while (sent < kRequests || !inflight.empty()) {
+    while (sent < kRequests && inflight.size() < kDepth) {
+      const uint64_t pages = rng() % 8 == 0 ? 2 : 1;
+      const uint64_t first = rng() % (kPages - pages + 1);
+      if (busy[first] || busy[first + pages - 1]) continue;
+      const bool read = rng() % 2 == 0;
+      const bool partial = rng() % 10 == 0;
+      const uint64_t offset = first * 4096 + (partial ? 1 + rng() % 4000 : 0);
+      const uint32_t length =
+          partial ? static_cast<uint32_t>(1 + rng() % (first * 4096 + pages * 4096 - offset))
+                  : static_cast<uint32_t>(pages * 4096);
+      InFlight f{first, pages, read, {}, length};
+      if (read) {
+        f.expect = Slice(model, offset, length);
+        ASSERT_TRUE(
+            c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, handle, offset, length}).ok());
+      } else {
+        std::vector<uint8_t> payload = Pattern(length, static_cast<uint32_t>(handle));
+        std::copy(payload.begin(), payload.end(), model.begin() + offset);
+        ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdWrite, handle, offset, length},
+                                   payload)
+                        .ok());
+      }
+      for (uint64_t p = first; p < first + pages; ++p) busy[p] = true;
+      inflight[handle++] = std::move(f);
+      ++sent;
+    }
+    absl::StatusOr<nbd::SimpleReply> r = c->RecvReply();
+    ASSERT_TRUE(r.ok()) << r.status();
+    auto it = inflight.find(r->handle);
+    ASSERT_NE(it, inflight.end()) << r->handle;
+    InFlight& f = it->second;
+    if (r->error != 0) {
+      ++errors;
+    } else if (f.read) {
+      std::vector<uint8_t> out(f.length);
+      ASSERT_TRUE(c->RecvBytes(out.data(), out.size()).ok());
+      if (out != f.expect) ++mismatches;
+    }
+    for (uint64_t p = f.first_page; p < f.first_page + f.pages; ++p) busy[p] = false;
+    inflight.erase(it);
+  }
+  EXPECT_EQ(errors, 0);
+  EXPECT_EQ(mismatches, 0);
+  std::vector<uint8_t> out;
+  ASSERT_EQ(*c->Read(0, kPages * 4096, &out), 0u);
+  EXPECT_EQ(out, model);
+  EXPECT_EQ(server_->stats().errors, 0u);
 }
 
 TEST_F(NbdServerTest, ConnectionsBeyondTheLimitAreClosed) {
