@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# ramster-shim as a process: three real servers, real NBD clients (qemu-io),
-# the shim's Admin endpoint through ramsterctl, a server killed under it,
-# a clean SIGTERM, and command lines it must refuse.
+# ramster-shim as a process: three real servers, real NBD clients (qemu-io,
+# nbdcopy, fio at queue depth 32), the shim's Admin endpoint through
+# ramsterctl, a server killed under it, a clean SIGTERM, and command lines it
+# must refuse.
 set -uo pipefail
 RUNFILES="${TEST_SRCDIR:-$PWD/..}/${TEST_WORKSPACE:-ramster}"
 SERVER="$RUNFILES/server/ramster-server"
@@ -34,6 +35,7 @@ PEERS=$(IFS=,; echo "${ADDRS[*]}")
 
 "$SHIM" --size=64M --peers="$PEERS" --replicas=2 --local-swap="$TMP/local.swap" \
   --nbd-unix="$TMP/nbd.sock" --admin-listen=127.0.0.1:0 --client-id=test-host \
+  --stats-file="$TMP/stats.json" \
   </dev/null >/dev/null 2>"$TMP/shim.log" &
 SHIM_PID=$!
 PIDS+=($SHIM_PID)
@@ -69,11 +71,29 @@ PY
 nbdcopy "$TMP/data.bin" "$URI" || fail "nbdcopy into the shim"
 qemu-io -f raw "$URI" -c "write -P 0x3c 2M 4k" -c "write -P 0x11 3000 5000" -c "write -z 7M 512k" \
   >"$TMP/qio.log" 2>&1 || fail "qemu-io writes: $(cat "$TMP/qio.log")"
+# The first 32 MiB (fio below has the rest).
 check() {
   rm -f "$TMP/out.bin"
-  nbdcopy "$URI" "$TMP/out.bin" && cmp -s "$TMP/out.bin" "$TMP/expect.bin"
+  nbdcopy "$URI" "$TMP/out.bin" && cmp -s -n $((32 << 20)) "$TMP/out.bin" "$TMP/expect.bin"
 }
-check || fail "read back differs: $(cmp "$TMP/out.bin" "$TMP/expect.bin" 2>&1 | head -1)"
+check || fail "read back differs: $(cmp -n $((32 << 20)) "$TMP/out.bin" "$TMP/expect.bin" 2>&1 | head -1)"
+
+# 1b. Many requests in flight: fio at queue depth 32 writes random 4 KiB
+#     pages over the last 32 MiB, reading back and verifying written pages as
+#     it goes (reads and writes in flight together), then all of them. The
+#     shim runs the waiting requests as batches (one request per peer).
+if fio --enghelp=nbd >/dev/null 2>&1; then
+  fio --name=qd32 --ioengine=nbd --uri="$URI" --offset=32M --size=32M --bs=4k --rw=randwrite \
+    --iodepth=32 --buffer_compress_percentage=50 --refill_buffers --verify=crc32c \
+    --verify_backlog=256 --verify_fatal=1 --do_verify=1 --output="$TMP/fio.out" \
+    >/dev/null 2>&1 || fail "fio at queue depth 32: $(grep -iE 'verify|err' "$TMP/fio.out" | head -3)"
+  grep -q 'err= *0' "$TMP/fio.out" || fail "fio reports errors: $(grep 'err=' "$TMP/fio.out")"
+  sleep 1.2  # the stats file is written every second
+  batches=$(json "d['nbd']['batches']" <"$TMP/stats.json")
+  [ "$batches" -gt 0 ] || fail "no batches at queue depth 32 (stats: $(cat "$TMP/stats.json"))"
+else
+  echo "SKIP: fio with its nbd engine is not installed (fio): no queue depth 32 check"
+fi
 
 # 2. ramsterctl sees the shim and the servers holding its pages.
 out=$("$CTL" --server="$ADMIN,$PEERS" status --json) || fail "ramsterctl status exit $?"
