@@ -1,8 +1,14 @@
 // Size-classed slabs for compressed pages, in the manner of zsmalloc: an
-// object of n bytes takes the smallest class of 16-byte granularity that fits
-// it, and each class carves chunks of 1 to 16 pages (the fewest pages that
-// waste at most 1/16 of the chunk, as zsmalloc sizes its zspages) into equal
-// objects. An empty chunk goes to a small cache of mapped chunks (at most
+// object of n bytes takes the smallest class of 8-byte granularity that fits
+// it, and each class carves chunks of 1 to 32 pages into equal objects. A
+// class's chunk size is the one that wastes the fewest bytes per object (the
+// chunk's tail that no object fills), preferring smaller chunks when the
+// difference is under a byte (with 32-page chunks that would cost about 5
+// bytes per LZ4-compressed page besides its own length). Every class may
+// keep one chunk partly used, so the largest chunk is bounded by the
+// budget's limit (all classes' partial chunks within 1/128 of it): a small
+// node uses small chunks and wastes more per object, a large one the
+// reverse. An empty chunk goes to a small cache of mapped chunks (at most
 // kMaxCachedBytes, still charged: it is resident) for the next chunk of its
 // size, so that a class at the boundary does not map and unmap, and fault
 // in, a chunk per store; only while the budget is below 7/8 of its limit,
@@ -10,7 +16,7 @@
 // to the node's Budget is the chunks themselves (mmap'd, so freeing an empty
 // chunk really returns it), which is what the process really uses for pages.
 //
-// A handle names an object: chunk id << 16 | slot. Handles stay valid until
+// A handle names an object: chunk id << 16 | slot (at most 40 bits). Handles stay valid until
 // Free; Resolve turns one into a pointer.
 //
 // Thread safety: Allocate and Free lock one class; Resolve takes no lock and
@@ -38,14 +44,15 @@ namespace ramster {
 
 class SlabAllocator {
  public:
-  static constexpr uint32_t kGranularity = 16;
+  static constexpr uint32_t kGranularity = 8;
   static constexpr uint32_t kMaxObjectSize = 4096;
   static constexpr uint32_t kNumClasses = kMaxObjectSize / kGranularity;
-  static constexpr size_t kMaxChunkSize = 64 * 1024;
-  // At most this many chunks exist at once (up to 64 GiB of slabs).
-  static constexpr uint32_t kMaxChunks = 1u << 20;
+  static constexpr size_t kMaxChunkSize = 128 * 1024;
+  // At most this many chunks exist at once (handles stay within 40 bits).
+  static constexpr uint32_t kMaxChunks = 1u << 24;
 
-  // `budget` must outlive the allocator; chunks are charged to it.
+  // `budget` must outlive the allocator; chunks are charged to it. Chunk
+  // sizes follow budget->limit() at construction.
   explicit SlabAllocator(Budget* budget);
   ~SlabAllocator();
   SlabAllocator(const SlabAllocator&) = delete;
@@ -53,6 +60,10 @@ class SlabAllocator {
 
   // The bytes an object of `size` bytes occupies in its class.
   static uint32_t ClassSize(uint32_t size);
+  // The chunk size of the class of `size` (1 <= size <= kMaxObjectSize).
+  uint32_t ChunkSizeFor(uint32_t size) const {
+    return classes_[ClassSize(size) / kGranularity - 1].chunk_size;
+  }
 
   // kResourceExhausted when a new chunk is needed and the budget has no room
   // for it (or mmap fails); kInvalidArgument for a size over kMaxObjectSize.

@@ -10,11 +10,38 @@
 namespace ramster {
 namespace {
 
-TEST(SlabAllocator, ClassSizesRoundUpTo16) {
-  EXPECT_EQ(SlabAllocator::ClassSize(1), 16u);
-  EXPECT_EQ(SlabAllocator::ClassSize(16), 16u);
-  EXPECT_EQ(SlabAllocator::ClassSize(17), 32u);
+TEST(SlabAllocator, ClassSizesRoundUpTo8) {
+  EXPECT_EQ(SlabAllocator::ClassSize(1), 8u);
+  EXPECT_EQ(SlabAllocator::ClassSize(8), 8u);
+  EXPECT_EQ(SlabAllocator::ClassSize(9), 16u);
+  EXPECT_EQ(SlabAllocator::ClassSize(2001), 2008u);
   EXPECT_EQ(SlabAllocator::ClassSize(4096), 4096u);
+}
+
+// Per object, what its class and chunk waste beyond its own length.
+double AverageWaste(const SlabAllocator& slab, uint32_t from, uint32_t to) {
+  double total = 0;
+  for (uint32_t size = from; size <= to; ++size) {
+    const uint32_t cls = SlabAllocator::ClassSize(size);
+    const uint32_t chunk = slab.ChunkSizeFor(size);
+    total += (cls - size) + static_cast<double>(chunk % cls) / (chunk / cls);
+  }
+  return total / (to - from + 1);
+}
+
+TEST(SlabAllocator, LargeNodesWasteLittlePerObjectSmallOnesKeepChunksSmall) {
+  Budget large(uint64_t{16} << 30);
+  SlabAllocator big(&large);
+  // Compressed pages are mostly 800-3500 bytes.
+  EXPECT_LE(AverageWaste(big, 800, 3500), 9.0);
+  EXPECT_EQ(big.ChunkSizeFor(4096), 4096u);
+  EXPECT_EQ(big.ChunkSizeFor(2048), 4096u);
+  Budget small(4 << 20);
+  SlabAllocator little(&small);
+  for (uint32_t size = 1; size <= SlabAllocator::kMaxObjectSize; size += 7) {
+    ASSERT_EQ(little.ChunkSizeFor(size), 4096u) << size;
+  }
+  EXPECT_GT(AverageWaste(little, 800, 3500), AverageWaste(big, 800, 3500));
 }
 
 TEST(SlabAllocator, ChargesChunksToTheBudgetAndReturnsThem) {
@@ -70,8 +97,7 @@ TEST(SlabAllocator, ObjectsKeepTheirBytes) {
     expect_objects += SlabAllocator::ClassSize(bytes.size());
   }
   EXPECT_EQ(slab.object_bytes(), expect_objects);
-  // Chunks hold the objects and waste at most 1/16 in each chunk, plus the
-  // partly used chunks of each class.
+  // Chunks hold the objects, plus the partly used chunks of each class.
   EXPECT_GE(slab.chunk_bytes(), expect_objects);
   for (const auto& [h, bytes] : live) slab.Free(h);
   EXPECT_EQ(slab.chunk_bytes(), 0u);
