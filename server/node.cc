@@ -435,8 +435,8 @@ absl::Status Node::StoreOne(Client* c, const v1::Page& page, uint8_t* scratch) {
   if (!handle.ok() || !index_charged) {
     if (handle.ok()) slab_.Free(*handle);
     if (index_charged) ram_.Release(kIndexReserve);
-    // Room for a few chunks, so that the next stores find it too.
-    const uint64_t need = 4 * SlabAllocator::kMaxChunkSize;
+    // Room for some pages more, so that the next stores find it too.
+    const uint64_t need = 64 * SlabAllocator::kPage;
     const uint64_t limit = ram_.limit();
     Evict(limit > need ? limit - need : 0, /*ephemeral_only=*/ephemeral);
     handle = slab_.Allocate(length);
