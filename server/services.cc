@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/client_identity.h"
 #include "common/grpc_status.h"
+#include "common/mutex.h"
 
 namespace ramster {
 namespace services_internal {
@@ -25,6 +26,35 @@ struct Shared {
   Node* const node;
   WorkQueue* const work;
   const std::string admin_token;
+
+  // Starting an operation on a completion queue that has been shut down is
+  // fatal, so every call brackets the operations it starts with Enter and
+  // Leave, and Stop (before the queues shut down) waits for the calls
+  // between the two; calls that arrive after Stop are dropped (freeing an
+  // unfinished call cancels it).
+  //
+  // True: the caller may start operations until its Leave.
+  bool Enter() {
+    MutexLock lock(&mu);
+    if (stopping) return false;
+    ++active;
+    return true;
+  }
+  void Leave() {
+    MutexLock lock(&mu);
+    if (--active == 0 && stopping) idle.SignalAll();
+  }
+  void Stop() {
+    MutexLock lock(&mu);
+    stopping = true;
+    while (active > 0) idle.Wait();
+  }
+
+  Mutex mu;
+  CondVar idle{&mu};
+  bool stopping ABSL_GUARDED_BY(mu) = false;
+  int active ABSL_GUARDED_BY(mu) = 0;
+
   v1::PageStore::AsyncService page_store;
   v1::Admin::AsyncService admin;
   // Health checks, and UNIMPLEMENTED for any other method no service has.
@@ -105,7 +135,7 @@ class UnaryCall final : public Call {
   }
 
   void Proceed(bool ok) override {
-    if (!ok || finishing_) {
+    if (!ok || finishing_ || !shared_->Enter()) {
       delete this;
       return;
     }
@@ -128,23 +158,24 @@ class UnaryCall final : public Call {
         response_(google::protobuf::Arena::CreateMessage<Response>(&arena_)),
         responder_(&ctx_) {}
 
+  // REQUIRES: Enter; Leaves once the call is finished.
   void Serve() {
     absl::StatusOr<std::string> caller = method_->admit(*shared_, ctx_, *request_);
     if (!caller.ok()) {
-      Finish(caller.status());
+      FinishAndLeave(caller.status());
       return;
     }
     if (method_->ram_only && shared_->node->ServesFromRam()) {
       // Memory and short locks only: answered here, no other thread woken.
-      Finish(Handle(*caller));
+      FinishAndLeave(Handle(*caller));
       return;
     }
     caller_ = std::move(*caller);
     // Once queued, the worker owns the call: `this` is not touched here
     // again.
-    if (!shared_->work->Submit([this] { Finish(Handle(caller_)); })) {
+    if (!shared_->work->Submit([this] { FinishAndLeave(Handle(caller_)); })) {
       if (method_->count_overload) shared_->node->CountRejected();
-      Finish(absl::UnavailableError("node overloaded"));
+      FinishAndLeave(absl::UnavailableError("node overloaded"));
     }
   }
 
@@ -152,13 +183,16 @@ class UnaryCall final : public Call {
     return method_->handle(*shared_, caller, *request_, response_);
   }
 
-  // Any thread; the completion comes back to cq_.
-  void Finish(const absl::Status& status) {
+  // Any thread; the completion comes back to cq_, whose thread may free the
+  // call at once.
+  void FinishAndLeave(const absl::Status& status) {
+    Shared* shared = shared_;
     if (status.ok()) {
       responder_.Finish(*response_, grpc::Status::OK, this);
     } else {
       responder_.FinishWithError(ToGrpcStatus(status), this);
     }
+    shared->Leave();
   }
 
   Shared* const shared_;
@@ -190,11 +224,13 @@ class GenericCall final : public Call {
   void Proceed(bool ok) override {
     switch (state_) {
       case State::kWaiting:
-        if (!ok) break;
+        // Enter here, Leave once the last operation has started.
+        if (!ok || !shared_->Enter()) break;
         Await(shared_, cq_);
         if (ctx_.method() != kHealthCheckMethod) {
           state_ = State::kFinishing;
           stream_.Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, ""), this);
+          shared_->Leave();
           return;
         }
         state_ = State::kReading;
@@ -203,6 +239,7 @@ class GenericCall final : public Call {
       case State::kReading:
         state_ = State::kFinishing;
         Answer(ok);
+        shared_->Leave();
         return;
       case State::kFinishing:
         break;
@@ -441,6 +478,10 @@ void Services::Start() {
 }
 
 void Services::Shutdown() {
+  // The server takes no new calls, but calls it has given up on (past its
+  // deadline) may still wait in the work queue, and calls it handed over
+  // may still wait in the queues.
+  shared_->Stop();
   for (auto& cq : cqs_) cq->Shutdown();
   for (auto& t : threads_) t.join();
   threads_.clear();
