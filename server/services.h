@@ -24,10 +24,11 @@
 // when the node has one (--admin-token-file).
 //
 // Lifetime: Register before the server is built, Start after, and Shutdown
-// after grpc::Server::Shutdown has returned (it shuts the queues down,
-// drains them and joins the io threads). The io threads must run while the
-// server shuts down: a call ends only once its last completion is taken off
-// its queue.
+// after grpc::Server::Shutdown has returned: it waits for the calls still
+// being answered (a call the server gave up on may still wait in the work
+// queue), then shuts the queues down, drains them and joins the io threads.
+// The io threads run until then: a call is freed only once its last
+// completion is taken off its queue.
 //
 // Thread safety: Register, Start and Shutdown are called by one thread, in
 // that order.
