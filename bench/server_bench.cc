@@ -146,6 +146,10 @@ ABSL_FLAG(bool, overwrite, false,
           "overwrites pages already stored. Default: clear (Invalidate / "
           "flush_all) after each load phase, so that every store writes fresh "
           "keys.");
+ABSL_FLAG(bool, prebuilt_requests, true,
+          "Build every ramster request before the timed phases (payloads copied in, "
+          "so the client holds a copy of every page); false builds each one just "
+          "before it is sent, for runs too large to hold twice in RAM.");
 ABSL_FLAG(bool, log_phases, false,
           "Log each phase's start and end (CLOCK_MONOTONIC) to stderr, to match "
           "with `perf record -k CLOCK_MONOTONIC` samples.");
@@ -570,12 +574,26 @@ class RamsterClient {
     r.store.resize(w.round_trips);
     r.load.resize(w.round_trips);
     for (size_t rt = 0; rt < w.round_trips; ++rt) {
-      r.store[rt].set_boot_epoch(epoch_);
-      r.load[rt].set_boot_epoch(epoch_);
-      for (int i = 0; i < w.pages_per_rt; ++i) {
-        const uint64_t key = w.FirstKey(rt) + i;
+      BuildOne(w, rt, src, &r.store[rt], &r.load[rt]);
+    }
+    return r;
+  }
+  // The requests of round trip `rt` (either may be null).
+  void BuildOne(const Workload& w, size_t rt, const PageSource& src, v1::StoreRequest* store,
+                v1::LoadRequest* load) const {
+    if (store != nullptr) {
+      store->Clear();
+      store->set_boot_epoch(epoch_);
+    }
+    if (load != nullptr) {
+      load->Clear();
+      load->set_boot_epoch(epoch_);
+    }
+    for (int i = 0; i < w.pages_per_rt; ++i) {
+      const uint64_t key = w.FirstKey(rt) + i;
+      if (store != nullptr) {
         const EncodedPage& e = src.Encoded(key);
-        v1::Page* p = r.store[rt].add_pages();
+        v1::Page* p = store->add_pages();
         p->mutable_key()->set_pool(kPool);
         p->mutable_key()->set_index(key);
         p->set_encoding(static_cast<v1::Encoding>(e.encoding));
@@ -583,12 +601,13 @@ class RamsterClient {
         p->set_uncompressed_length(kPageSize);
         p->set_checksum(e.checksum);
         p->set_generation(1);
-        v1::PageKey* k = r.load[rt].add_keys();
+      }
+      if (load != nullptr) {
+        v1::PageKey* k = load->add_keys();
         k->set_pool(kPool);
         k->set_index(key);
       }
     }
-    return r;
   }
 
   void Store(int thread, const v1::StoreRequest& req) {
@@ -1357,8 +1376,10 @@ int Run(const char* argv0) {
     ramster = std::make_unique<RamsterClient>(absl::StrCat("127.0.0.1:", ramster_port),
                                               threads, epoch);
     ramster->OpenSession();
-    for (int p = 0; p < kNumPatterns; ++p) {
-      ramster_requests[p] = ramster->Build(results.workloads[p], src);
+    if (absl::GetFlag(FLAGS_prebuilt_requests)) {
+      for (int p = 0; p < kNumPatterns; ++p) {
+        ramster_requests[p] = ramster->Build(results.workloads[p], src);
+      }
     }
   }
   std::vector<std::unique_ptr<MemcachedConnection>> mc;
@@ -1368,6 +1389,9 @@ int Run(const char* argv0) {
     }
   }
   std::vector<std::vector<uint8_t>> scratch(threads, std::vector<uint8_t>(kPageSize));
+  const bool prebuilt = absl::GetFlag(FLAGS_prebuilt_requests);
+  std::vector<v1::StoreRequest> store_scratch(threads);
+  std::vector<v1::LoadRequest> load_scratch(threads);
 
   const bool log_phases = absl::GetFlag(FLAGS_log_phases);
   const bool overwrite = absl::GetFlag(FLAGS_overwrite);
@@ -1376,10 +1400,16 @@ int Run(const char* argv0) {
     if (s == kRamster) {
       const RamsterClient::Requests& req = ramster_requests[p];
       if (o == kStore) {
-        return RunPhase(w, s, [&](int t, size_t rt) { ramster->Store(t, req.store[rt]); });
+        return RunPhase(w, s, [&](int t, size_t rt) {
+          if (prebuilt) return ramster->Store(t, req.store[rt]);
+          ramster->BuildOne(w, rt, src, &store_scratch[t], nullptr);
+          ramster->Store(t, store_scratch[t]);
+        });
       }
       return RunPhase(w, s, [&](int t, size_t rt) {
-        ramster->Load(t, req.load[rt], src, verify_every, scratch[t].data());
+        if (prebuilt) return ramster->Load(t, req.load[rt], src, verify_every, scratch[t].data());
+        ramster->BuildOne(w, rt, src, nullptr, &load_scratch[t]);
+        ramster->Load(t, load_scratch[t], src, verify_every, scratch[t].data());
       });
     }
     if (o == kStore) {

@@ -33,6 +33,7 @@ struct Node::Client {
   std::atomic<uint64_t> charged{0};
   std::atomic<uint64_t> pages_ram{0}, pages_disk{0};
   std::atomic<uint64_t> ram_bytes{0}, disk_bytes{0};
+  std::atomic<uint64_t> index_bytes{0};
 
   bool TryChargeQuota(uint64_t bytes) {
     uint64_t q = quota.load(std::memory_order_relaxed);
@@ -178,6 +179,7 @@ absl::Status Node::Reload() {
 
   uint64_t orphans = 0;
   std::vector<DiskPageKey> orphan_keys;
+  absl::Status load_error;
   s = disk_tier_->ForEachPage(
       [&](const DiskPageKey& k, const DiskPageHeader& h) {
         Client* c = k.client < clients_by_id_.size() ? clients_by_id_[k.client] : nullptr;
@@ -187,18 +189,30 @@ absl::Status Node::Reload() {
           ++orphans;
           return;
         }
+        if (h.generation > UINT32_MAX) {
+          orphan_keys.push_back(k);
+          ++orphans;
+          return;
+        }
         Key key{k.client, k.pool, k.object, k.index};
-        Entry e{0, h.generation, h.checksum, h.length, h.encoding, 0};
+        Entry e(static_cast<uint32_t>(h.generation), h.checksum, h.length, h.encoding, 0);
         auto pool = c->pools.find(k.pool);
         if (pool != c->pools.end() && pool->second == v1::POOL_KIND_EPHEMERAL) {
-          e.flags |= kEphemeral;
+          e.set_flag(Entry::kEphemeral);
         }
         Shard& shard = ShardFor(key);
         MutexLock shard_lock(&shard.mu);
-        shard.map[key] = e;
-        ram_.ForceCharge(kIndexEntryCharge);
+        if (shard.table.Find(key) != nullptr) return;  // RocksDB keys are unique
+        const int64_t grew = shard.table.Insert(key, e);
+        if (grew < 0) {
+          load_error = absl::ResourceExhaustedError("out of memory reloading the index");
+          return;
+        }
+        ram_.ForceCharge(grew);
+        index_bytes_ += grew;
+        c->index_bytes += grew;
         disk_.ForceCharge(DiskRecordBytes(h.length));
-        c->charged += ClientCharge(h.length);
+        c->charged += h.length + grew;
         c->pages_disk++;
         c->disk_bytes += h.length;
         pages_on_disk_++;
@@ -206,6 +220,7 @@ absl::Status Node::Reload() {
       },
       [&](absl::string_view) { ++orphans; });
   if (!s.ok()) return s;
+  if (!load_error.ok()) return load_error;
   if (!orphan_keys.empty()) {
     DiskTier::Batch batch;
     for (const DiskPageKey& k : orphan_keys) batch.DeletePage(k);
@@ -321,27 +336,38 @@ absl::Status Node::Heartbeat(const std::string& name,
 // ------------------------------------------------------------------ pages --
 
 Node::Shard& Node::ShardFor(const Key& k) {
-  return shards_[absl::HashOf(k) % kShards];
+  // By index block: a block's pages share its shard.
+  return shards_[absl::HashOf(k.client, k.pool, k.object,
+                              k.index >> PageTable::kBlockShift) %
+                 kShards];
+}
+
+void Node::ReleaseIndex(Client* c, uint64_t bytes) {
+  if (bytes == 0) return;
+  ram_.Release(bytes);
+  index_bytes_ -= bytes;
+  c->index_bytes -= bytes;
+  c->charged -= bytes;
 }
 
 void Node::ReleaseEntry(const Key& k, const Entry& e, Client* c,
                         DiskTier::Batch* deletes) {
-  if (e.flags & kInRam) {
-    slab_.Free(e.handle);
+  if (e.in_ram()) {
+    slab_.Free(e.handle());
     pages_in_ram_--;
     c->pages_ram--;
-    c->ram_bytes -= e.length;
+    c->ram_bytes -= e.length();
   } else {
     if (deletes != nullptr) {
       deletes->DeletePage(DiskPageKey{k.client, k.pool, k.object, k.index});
     }
-    disk_.Release(DiskRecordBytes(e.length));
+    disk_.Release(DiskRecordBytes(e.length()));
     pages_on_disk_--;
     c->pages_disk--;
-    c->disk_bytes -= e.length;
+    c->disk_bytes -= e.length();
   }
-  payload_bytes_ -= e.length;
-  c->charged -= ClientCharge(e.length);
+  payload_bytes_ -= e.length();
+  c->charged -= e.length();
 }
 
 absl::Status Node::Store(const std::string& name, const v1::StoreRequest& request,
@@ -371,6 +397,10 @@ absl::Status Node::StoreOne(Client* c, const v1::Page& page, uint8_t* scratch) {
     return absl::FailedPreconditionError(
         absl::StrCat("pool ", wk.pool(), " was not opened in this session"));
   }
+  if (page.generation() > UINT32_MAX) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("generation ", page.generation(), " does not fit 32 bits"));
+  }
   const bool ephemeral = pool->second == v1::POOL_KIND_EPHEMERAL;
   const std::string& payload = page.payload();
   const uint32_t encoding = static_cast<uint32_t>(page.encoding());
@@ -389,92 +419,106 @@ absl::Status Node::StoreOne(Client* c, const v1::Page& page, uint8_t* scratch) {
     return absl::UnavailableError("node is draining");
   }
   const uint16_t length = static_cast<uint16_t>(payload.size());
-  const uint64_t charge = ClientCharge(length);
-  if (!c->TryChargeQuota(charge)) {
+  // Charged at its most: the payload, and what the index can grow by. The
+  // part of the index charge not needed is given back under the shard lock.
+  constexpr uint64_t kIndexReserve = PageTable::kMaxInsertBytes;
+  if (!c->TryChargeQuota(ClientCharge(length))) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "client quota of ", c->quota.load(), " bytes reached"));
   }
-  // Room in RAM: the payload's slab object and, if the key is new, its index
-  // entry. When RAM is full, make room now: drop ephemeral pages, and for a
-  // persistent page also write cold persistent pages back to disk. If that
-  // does not free enough, a persistent page goes straight to disk.
+  // Room in RAM: the payload's slab object and the index reserve. When RAM
+  // is full, make room now: drop ephemeral pages, and for a persistent page
+  // also write cold persistent pages back to disk. If that does not free
+  // enough, a persistent page goes straight to disk.
   absl::StatusOr<uint64_t> handle = slab_.Allocate(length);
-  bool index_charged = ram_.TryCharge(kIndexEntryCharge);
+  bool index_charged = ram_.TryCharge(kIndexReserve);
   if (!handle.ok() || !index_charged) {
     if (handle.ok()) slab_.Free(*handle);
-    if (index_charged) ram_.Release(kIndexEntryCharge);
-    // Room for a few chunks, so that the next stores find it too.
-    const uint64_t need = 4 * SlabAllocator::kMaxChunkSize;
+    if (index_charged) ram_.Release(kIndexReserve);
+    // Room for some pages more, so that the next stores find it too.
+    const uint64_t need = 64 * SlabAllocator::kPage;
     const uint64_t limit = ram_.limit();
     Evict(limit > need ? limit - need : 0, /*ephemeral_only=*/ephemeral);
     handle = slab_.Allocate(length);
-    index_charged = ram_.TryCharge(kIndexEntryCharge);
+    index_charged = ram_.TryCharge(kIndexReserve);
   }
+  // Gives back what was charged and not (or no longer) used: the slab
+  // object while `handle` is set, and the index reserve.
+  uint64_t reserve = index_charged ? kIndexReserve : 0;
   auto undo = [&] {
     if (handle.ok()) slab_.Free(*handle);
-    if (index_charged) ram_.Release(kIndexEntryCharge);
-    c->charged -= charge;
+    ram_.Release(reserve);
+    c->charged -= ClientCharge(length);
   };
 
   const Key key{c->id, wk.pool(), wk.object(), wk.index()};
   Shard& shard = ShardFor(key);
   MutexLock shard_lock(&shard.mu);
-  auto it = shard.map.find(key);
-  const bool exists = it != shard.map.end();
-  if (exists && it->second.generation > page.generation()) {
+  Entry* old = shard.table.Find(key);
+  if (old != nullptr && old->generation() > page.generation()) {
     undo();
     return absl::FailedPreconditionError(absl::StrCat(
         "generation ", page.generation(), " is older than the stored ",
-        it->second.generation));
+        old->generation()));
   }
-  if (!exists && !index_charged) {
+  if (old == nullptr && !index_charged) {
     undo();
     return absl::ResourceExhaustedError("node RAM limit reached");
   }
-  if (exists && index_charged) {
-    ram_.Release(kIndexEntryCharge);
-    index_charged = false;
+
+  Entry e(static_cast<uint32_t>(page.generation()), page.checksum(), length, encoding,
+          Entry::kReferenced);
+  if (ephemeral) e.set_flag(Entry::kEphemeral);
+  if (handle.ok()) {
+    e.set_handle(*handle);
+    e.set_flag(Entry::kInRam);
+  } else if (ephemeral) {
+    undo();
+    return absl::ResourceExhaustedError("node RAM limit reached");
+  } else if (!disk_.TryCharge(DiskRecordBytes(length))) {
+    undo();
+    return absl::ResourceExhaustedError("node RAM and disk limits reached");
   }
-  if (!exists) {
-    // The index may need to grow; if the process cannot get the memory,
-    // that is a refusal like any other, before anything is changed.
-    try {
-      shard.map.reserve(shard.map.size() + 1);
-    } catch (const std::bad_alloc&) {
+  // A new key gets its entry now (the index may need memory: if the process
+  // cannot have it, that is a refusal like any other, before anything else
+  // changed); its growth stays charged, the rest of the reserve goes back.
+  int64_t grew = 0;
+  if (old == nullptr) {
+    grew = shard.table.Insert(key, e);
+    if (grew < 0) {
+      if (!handle.ok()) disk_.Release(DiskRecordBytes(length));
       undo();
       return absl::ResourceExhaustedError("node out of memory (index)");
     }
   }
+  const uint64_t unused = reserve - static_cast<uint64_t>(grew);
+  ram_.Release(unused);
+  c->charged -= unused;
 
-  Entry e{0, page.generation(), page.checksum(), length,
-          static_cast<uint8_t>(encoding), kReferenced};
-  if (ephemeral) e.flags |= kEphemeral;
   DiskTier::Batch batch;
   if (handle.ok()) {
-    e.handle = *handle;
-    e.flags |= kInRam;
     std::memcpy(slab_.Resolve(*handle), payload.data(), length);
-    if (exists) ReleaseEntry(key, it->second, c, &batch);
+    if (old != nullptr) ReleaseEntry(key, *old, c, &batch);
   } else {
-    if (ephemeral) {
-      undo();
-      return absl::ResourceExhaustedError("node RAM limit reached");
-    }
-    if (!disk_.TryCharge(DiskRecordBytes(length))) {
-      undo();
-      return absl::ResourceExhaustedError("node RAM and disk limits reached");
-    }
     batch.PutPage(DiskPageKey{key.client, key.pool, key.object, key.index},
-                  HeaderOf(e.encoding, length, e.generation, e.checksum),
+                  HeaderOf(e.encoding(), length, e.generation(), e.checksum()),
                   absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(payload.data()),
                                       length));
     if (absl::Status s = disk_tier_->Commit(&batch); !s.ok()) {
       disk_.Release(DiskRecordBytes(length));
-      undo();
+      c->charged -= length;
+      if (old == nullptr) {
+        // What the table keeps of its growth (a block keeps its capacity)
+        // stays charged as index memory.
+        const uint64_t freed = shard.table.Erase(key);
+        index_bytes_ += grew;
+        c->index_bytes += grew;
+        ReleaseIndex(c, freed);
+      }
       return absl::UnavailableError(absl::StrCat("disk tier: ", s.message()));
     }
     // The Put replaced any older record under this key.
-    if (exists) ReleaseEntry(key, it->second, c, nullptr);
+    if (old != nullptr) ReleaseEntry(key, *old, c, nullptr);
   }
   if (batch.count() > 0 && handle.ok()) {
     // The old copy was on disk and the new one is in RAM: delete the record
@@ -483,7 +527,7 @@ absl::Status Node::StoreOne(Client* c, const v1::Page& page, uint8_t* scratch) {
     // generation, which clients reject by its generation.
     (void)disk_tier_->Commit(&batch);
   }
-  if (e.flags & kInRam) {
+  if (e.in_ram()) {
     pages_in_ram_++;
     c->pages_ram++;
     c->ram_bytes += length;
@@ -493,11 +537,9 @@ absl::Status Node::StoreOne(Client* c, const v1::Page& page, uint8_t* scratch) {
     c->disk_bytes += length;
   }
   payload_bytes_ += length;
-  if (exists) {
-    it->second = e;
-  } else {
-    shard.map.emplace(key, e);
-  }
+  if (old != nullptr) *old = e;  // a new key's entry went in above
+  index_bytes_ += grew;
+  c->index_bytes += grew;
   return absl::OkStatus();
 }
 
@@ -530,18 +572,18 @@ absl::Status Node::LoadOne(Client* c, const v1::PageKey& wk, v1::Page* out,
   const Key key{c->id, wk.pool(), wk.object(), wk.index()};
   Shard& shard = ShardFor(key);
   MutexLock shard_lock(&shard.mu);
-  auto it = shard.map.find(key);
-  if (it == shard.map.end()) return absl::NotFoundError("no such page");
-  Entry& e = it->second;
+  Entry* found = shard.table.Find(key);
+  if (found == nullptr) return absl::NotFoundError("no such page");
+  Entry& e = *found;
   *out->mutable_key() = wk;
-  out->set_encoding(static_cast<v1::Encoding>(e.encoding));
+  out->set_encoding(static_cast<v1::Encoding>(e.encoding()));
   out->set_uncompressed_length(kPageSize);
-  out->set_checksum(e.checksum);
-  out->set_generation(e.generation);
-  if (e.flags & kInRam) {
-    e.flags |= kReferenced;
-    out->set_payload(reinterpret_cast<const char*>(slab_.Resolve(e.handle)),
-                     e.length);
+  out->set_checksum(e.checksum());
+  out->set_generation(e.generation());
+  if (e.in_ram()) {
+    e.set_flag(Entry::kReferenced);
+    out->set_payload(reinterpret_cast<const char*>(slab_.Resolve(e.handle())),
+                     e.length());
     return absl::OkStatus();
   }
   DiskPageHeader h;
@@ -552,16 +594,16 @@ absl::Status Node::LoadOne(Client* c, const v1::PageKey& wk, v1::Page* out,
     return absl::DataLossError("page record missing from the disk tier");
   }
   if (!s.ok()) return s;
-  if (h.generation != e.generation || h.checksum != e.checksum ||
-      h.length != e.length || h.encoding != e.encoding) {
+  if (h.generation != e.generation() || h.checksum != e.checksum() ||
+      h.length != e.length() || h.encoding != e.encoding()) {
     return absl::DataLossError("disk record does not match the index");
   }
   // Disks rot; RAM we trust (the client verifies everything anyway).
   if (absl::Status d = DecodePage(
-          e.encoding,
+          e.encoding(),
           absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(payload->data()),
                               payload->size()),
-          kPageSize, e.checksum, absl::MakeSpan(scratch, kPageSize));
+          kPageSize, e.checksum(), absl::MakeSpan(scratch, kPageSize));
       !d.ok()) {
     return absl::DataLossError(absl::StrCat("disk copy is corrupt: ", d.message()));
   }
@@ -619,15 +661,14 @@ absl::Status Node::Invalidate(const std::string& name,
     const Key key{c->id, r.page().pool(), r.page().object(), r.page().index()};
     Shard& shard = ShardFor(key);
     MutexLock shard_lock(&shard.mu);
-    auto it = shard.map.find(key);
-    if (it == shard.map.end()) continue;
-    if (r.up_to_generation() != 0 && it->second.generation > r.up_to_generation()) {
+    Entry* e = shard.table.Find(key);
+    if (e == nullptr) continue;
+    if (r.up_to_generation() != 0 && e->generation() > r.up_to_generation()) {
       continue;  // a newer copy replaced the one meant
     }
     DiskTier::Batch batch;
-    ReleaseEntry(key, it->second, c, &batch);
-    shard.map.erase(it);
-    ram_.Release(kIndexEntryCharge);
+    ReleaseEntry(key, *e, c, &batch);
+    ReleaseIndex(c, shard.table.Erase(key));
     // The index no longer names the page either way; a failed delete is
     // reported so that the client knows the space may not be free.
     if (absl::Status s = disk_tier_->Commit(&batch); !s.ok()) {
@@ -645,20 +686,13 @@ uint64_t Node::RemoveRange(Client* c, int depth, uint32_t pool, uint64_t object)
   bool any_on_disk = false;
   for (Shard& shard : shards_) {
     MutexLock lock(&shard.mu);
-    for (auto it = shard.map.begin(); it != shard.map.end();) {
-      const Key& k = it->first;
-      bool match = k.client == c->id && (depth < 1 || k.pool == pool) &&
-                   (depth < 2 || k.object == object);
-      if (!match) {
-        ++it;
-        continue;
-      }
-      any_on_disk |= !(it->second.flags & kInRam);
-      ReleaseEntry(k, it->second, c, nullptr);
-      ram_.Release(kIndexEntryCharge);
-      shard.map.erase(it++);
-      ++removed;
-    }
+    const uint64_t freed = shard.table.RemoveRange(
+        c->id, depth, pool, object, [&](const Key& k, Entry& e) {
+          any_on_disk |= !e.in_ram();
+          ReleaseEntry(k, e, c, nullptr);
+          ++removed;
+        });
+    ReleaseIndex(c, freed);
   }
   if (any_on_disk) {
     absl::Status s = depth == 0   ? disk_tier_->DeleteClient(c->id)
@@ -693,68 +727,69 @@ std::pair<uint64_t, uint64_t> Node::Evict(uint64_t target, bool ephemeral_only) 
     for (Shard& shard : shards_) {
       if (ram_.used() <= target || (pass > 0 && disk_full)) break;
       MutexLock lock(&shard.mu);
+      if (pass == 0) {
+        shard.table.RemoveIf(
+            [&](const Key& k, Entry& e) {
+              if (!e.in_ram() || !(e.flags() & Entry::kEphemeral) ||
+                  ram_.used() <= target) {
+                return false;
+              }
+              ReleaseEntry(k, e, clients[k.client], nullptr);
+              ++dropped;
+              return true;
+            },
+            [&](uint32_t client, uint64_t bytes) { ReleaseIndex(clients[client], bytes); });
+        continue;
+      }
       DiskTier::Batch batch;
       std::vector<std::pair<Client*, Entry*>> moving;
       auto flush = [&] {
         if (moving.empty()) return;
         if (!disk_tier_->Commit(&batch).ok()) {
-          for (auto [c, e] : moving) disk_.Release(DiskRecordBytes(e->length));
+          for (auto [c, e] : moving) disk_.Release(DiskRecordBytes(e->length()));
           disk_full = true;
         } else {
           for (auto [c, e] : moving) {
-            slab_.Free(e->handle);
-            e->flags &= ~kInRam;
-            e->handle = 0;
+            slab_.Free(e->handle());
+            e->clear_flag(Entry::kInRam);
+            e->set_handle(0);
             pages_in_ram_--;
             pages_on_disk_++;
             c->pages_ram--;
             c->pages_disk++;
-            c->ram_bytes -= e->length;
-            c->disk_bytes += e->length;
+            c->ram_bytes -= e->length();
+            c->disk_bytes += e->length();
             written++;
           }
         }
         moving.clear();
         batch.Clear();
       };
-      for (auto it = shard.map.begin(); it != shard.map.end();) {
-        Entry& e = it->second;
-        const Key& k = it->first;
-        if (!(e.flags & kInRam)) {
-          ++it;
-          continue;
+      // Entries do not move while the shard is locked and nothing is
+      // inserted or removed, so `moving` may point at them.
+      bool done = false;
+      shard.table.ForEach([&](const Key& k, Entry& e) {
+        if (done || !e.in_ram()) return;
+        if ((e.flags() & Entry::kEphemeral) ||
+            (pass == 1 && (e.flags() & Entry::kReferenced))) {
+          e.clear_flag(Entry::kReferenced);
+          return;
         }
-        if (pass == 0) {
-          if (!(e.flags & kEphemeral)) {
-            ++it;
-            continue;
-          }
-          ReleaseEntry(k, e, clients[k.client], nullptr);
-          ram_.Release(kIndexEntryCharge);
-          shard.map.erase(it++);
-          ++dropped;
-          if (ram_.used() <= target) break;
-          continue;
-        }
-        if ((e.flags & kEphemeral) || (pass == 1 && (e.flags & kReferenced))) {
-          e.flags &= ~kReferenced;
-          ++it;
-          continue;
-        }
-        if (!disk_.TryCharge(DiskRecordBytes(e.length))) {
+        if (!disk_.TryCharge(DiskRecordBytes(e.length()))) {
           disk_full = true;
-          break;
+          done = true;
+          return;
         }
         batch.PutPage(DiskPageKey{k.client, k.pool, k.object, k.index},
-                      HeaderOf(e.encoding, e.length, e.generation, e.checksum),
-                      absl::MakeConstSpan(slab_.Resolve(e.handle), e.length));
+                      HeaderOf(e.encoding(), static_cast<uint16_t>(e.length()),
+                               e.generation(), e.checksum()),
+                      absl::MakeConstSpan(slab_.Resolve(e.handle()), e.length()));
         moving.emplace_back(clients[k.client], &e);
-        ++it;
         if (moving.size() >= 64) {
           flush();
-          if (ram_.used() <= target || disk_full) break;
+          done = ram_.used() <= target || disk_full;
         }
-      }
+      });
       flush();
     }
   }
@@ -827,6 +862,7 @@ void Node::FillUsage(const Client& c, v1::ClientUsage* u) {
   u->set_pages_on_disk(c.pages_disk.load());
   u->set_ram_bytes(c.ram_bytes.load());
   u->set_disk_bytes(c.disk_bytes.load());
+  u->set_index_bytes(c.index_bytes.load());
   u->set_quota_bytes(c.quota.load());
   int64_t left = c.lease_deadline_ns.load() - absl::ToUnixNanos(absl::Now());
   u->set_lease_remaining_ms(c.expired || left < 0 ? 0 : left / 1000000);
@@ -848,6 +884,7 @@ void Node::GetStatus(v1::NodeStatus* st) {
   uint64_t payload = payload_bytes_.load();
   st->set_logical_bytes(pages * kPageSize);
   st->set_payload_bytes(payload);
+  st->set_index_bytes(index_bytes_.load());
   st->set_compression_ratio(payload == 0 ? 0.0
                                          : static_cast<double>(pages * kPageSize) / payload);
   st->set_draining(draining_.load());

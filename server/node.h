@@ -8,11 +8,13 @@
 //  1. A page lives in exactly one tier: its entry says RAM (a slab handle) or
 //     disk (a RocksDB record under its key). Moving it, replacing it and
 //     freeing it all happen under the shard's lock, RocksDB writes included.
-//  2. The RAM budget (slab chunks + a fixed charge per index entry) never
-//     passes --memory-limit; the disk budget (record bytes) never passes
-//     --disk-limit; a client's charge (payload + per-page overhead, wherever
-//     the page lives) never passes its quota. Every charge is taken before
-//     the thing it pays for exists, so concurrent stores cannot overshoot.
+//  2. The RAM budget (slab chunks + the index's blocks) never passes
+//     --memory-limit; the disk budget (record bytes) never passes
+//     --disk-limit; a client's charge (its payloads, wherever the pages
+//     live, + the index blocks that describe them) never passes its quota.
+//     Every charge is taken before the thing it pays for exists (the index
+//     at its most, trued up under the shard lock), so concurrent stores
+//     cannot overshoot.
 //  3. A page with a higher generation is never replaced by a lower one.
 //  4. Pages belong to the client identity that stored them; no request can
 //     name another client's pages.
@@ -39,6 +41,7 @@
 #include "ramster/v1/page_store.pb.h"
 #include "server/disk_tier.h"
 #include "server/memory_budget.h"
+#include "server/page_table.h"
 #include "server/slab_allocator.h"
 
 namespace ramster {
@@ -63,11 +66,11 @@ inline constexpr int kMaxPagesPerBatch = 256;
 inline constexpr int kMaxRangesPerBatch = 1024;
 inline constexpr int kMaxPoolsPerSession = 64;
 
-// What a client's page costs it, wherever the page lives: the payload plus
-// the index entry that describes it.
-inline constexpr uint64_t kIndexEntryCharge = 88;
+// The most a client's page can cost it, wherever the page lives: the payload
+// plus what its index entry can add (a page that starts a new index block;
+// a page next to others costs its 20-byte entry or nothing).
 inline uint64_t ClientCharge(uint32_t payload_length) {
-  return payload_length + kIndexEntryCharge;
+  return payload_length + PageTable::kMaxInsertBytes;
 }
 
 class Node {
@@ -134,36 +137,13 @@ class Node {
 
  private:
   struct Client;
-  struct Key {
-    uint32_t client;
-    uint32_t pool;
-    uint64_t object;
-    uint64_t index;
-    bool operator==(const Key& o) const {
-      return client == o.client && pool == o.pool && object == o.object &&
-             index == o.index;
-    }
-    template <typename H>
-    friend H AbslHashValue(H h, const Key& k) {
-      return H::combine(std::move(h), k.client, k.pool, k.object, k.index);
-    }
-  };
-  struct Entry {
-    uint64_t handle;  // slab handle when in RAM
-    uint64_t generation;
-    uint64_t checksum;
-    uint16_t length;  // payload bytes
-    uint8_t encoding;
-    uint8_t flags;
-  };
-  static constexpr uint8_t kInRam = 1;
-  static constexpr uint8_t kEphemeral = 2;
-  static constexpr uint8_t kReferenced = 4;
+  using Key = PageTableKey;
+  using Entry = PageEntry;
 
   static constexpr int kShards = 64;
   struct Shard {
     Mutex mu;
-    absl::flat_hash_map<Key, Entry> map ABSL_GUARDED_BY(mu);
+    PageTable table ABSL_GUARDED_BY(mu);
   };
 
   explicit Node(NodeOptions options);
@@ -187,6 +167,8 @@ class Node {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(clients_mu_);
 
   Shard& ShardFor(const Key& k);
+  // Undoes the index charge of `bytes` freed from the table for client `c`.
+  void ReleaseIndex(Client* c, uint64_t bytes);
   // Frees whatever `e` occupies and undoes its accounting.
   // REQUIRES: the shard of `k` locked; the entry is being removed.
   void ReleaseEntry(const Key& k, const Entry& e, Client* c,
@@ -225,6 +207,7 @@ class Node {
   } ops_;
   std::atomic<uint64_t> pages_in_ram_{0}, pages_on_disk_{0};
   std::atomic<uint64_t> payload_bytes_{0};
+  std::atomic<uint64_t> index_bytes_{0};
 
   Mutex stop_mu_;
   CondVar stop_cv_{&stop_mu_};

@@ -350,7 +350,8 @@ TEST_F(NodeTest, ConcurrentStoresNeverPassTheLimits) {
   uint64_t total_pages = 0;
   for (const auto& c : st.clients()) {
     // Each client's charge stays within its grant.
-    EXPECT_LE(c.ram_bytes() + c.pages_in_ram() * kIndexEntryCharge, kQuota) << c.client_id();
+    EXPECT_LE(c.ram_bytes() + c.index_bytes(), kQuota) << c.client_id();
+    EXPECT_GE(c.index_bytes(), c.pages_in_ram() * sizeof(PageEntry)) << c.client_id();
     total_pages += c.pages_in_ram();
   }
   int sum = 0;
@@ -615,6 +616,49 @@ TEST_F(NodeTest, DrainingRefusesStoresButServesLoads) {
   EXPECT_TRUE(Status().draining());
   node_->SetDraining(false);
   EXPECT_EQ(StorePage("a", 1, WirePage(kSwapPool, 2, MakePage(2))), absl::StatusCode::kOk);
+}
+
+TEST_F(NodeTest, IndexCostsItsBlocksAndGivesThemBack) {
+  Start(64 << 20, 64 << 20);
+  Open("a", 1);
+  const uint64_t empty = Status().ram_used_bytes();
+  // One full index block: 64 consecutive pages of one object.
+  for (uint64_t i = 0; i < PageTable::kBlockPages; ++i) {
+    ASSERT_EQ(StorePage("a", 1, WirePage(kSwapPool, i, MakePage(i))), absl::StatusCode::kOk);
+  }
+  v1::NodeStatus st = Status();
+  const uint64_t block = PageTable::kBlockOverhead + PageTable::kBlockPages * sizeof(PageEntry);
+  EXPECT_EQ(st.index_bytes(), block);
+  ASSERT_EQ(st.clients_size(), 1);
+  EXPECT_EQ(st.clients(0).index_bytes(), block);
+  EXPECT_GE(st.ram_used_bytes(), empty + block + st.payload_bytes());
+  // Overwrites cost nothing more.
+  ASSERT_EQ(StorePage("a", 1, WirePage(kSwapPool, 5, MakePage(99), /*generation=*/2)),
+            absl::StatusCode::kOk);
+  EXPECT_EQ(Status().index_bytes(), block);
+  // Invalidating them all gives the index back.
+  v1::InvalidateRequest inv;
+  inv.set_boot_epoch(1);
+  for (uint64_t i = 0; i < PageTable::kBlockPages; ++i) {
+    v1::PageKey* k = inv.add_ranges()->mutable_page();
+    k->set_pool(kSwapPool);
+    k->set_index(i);
+  }
+  v1::InvalidateResponse ir;
+  ASSERT_TRUE(node_->Invalidate("a", inv, &ir).ok());
+  EXPECT_EQ(ir.pages_freed(), PageTable::kBlockPages);
+  st = Status();
+  EXPECT_EQ(st.index_bytes(), 0u);
+  EXPECT_EQ(st.clients(0).index_bytes(), 0u);
+}
+
+TEST_F(NodeTest, RefusesGenerationsBeyond32Bits) {
+  Start(16 << 20, 64 << 20);
+  Open("a", 1);
+  EXPECT_EQ(StorePage("a", 1, WirePage(kSwapPool, 0, MakePage(0), uint64_t{1} << 32)),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(StorePage("a", 1, WirePage(kSwapPool, 0, MakePage(0), UINT32_MAX)),
+            absl::StatusCode::kOk);
 }
 
 }  // namespace

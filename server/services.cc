@@ -1,14 +1,76 @@
 #include "server/services.h"
 
+#include <google/protobuf/arena.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/client_identity.h"
 #include "common/grpc_status.h"
+#include "common/mutex.h"
 
 namespace ramster {
+namespace services_internal {
+
+// Outlives every call. The services are what calls wait on; the rest is
+// constant after construction.
+struct Shared {
+  Shared(Node* node, WorkQueue* work, std::string admin_token)
+      : node(node), work(work), admin_token(std::move(admin_token)) {}
+
+  Node* const node;
+  WorkQueue* const work;
+  const std::string admin_token;
+
+  // Starting an operation on a completion queue that has been shut down is
+  // fatal, so every call brackets the operations it starts with Enter and
+  // Leave, and Stop (before the queues shut down) waits for the calls
+  // between the two; calls that arrive after Stop are dropped (freeing an
+  // unfinished call cancels it).
+  //
+  // True: the caller may start operations until its Leave.
+  bool Enter() {
+    MutexLock lock(&mu);
+    if (stopping) return false;
+    ++active;
+    return true;
+  }
+  void Leave() {
+    MutexLock lock(&mu);
+    if (--active == 0 && stopping) idle.SignalAll();
+  }
+  void Stop() {
+    MutexLock lock(&mu);
+    stopping = true;
+    while (active > 0) idle.Wait();
+  }
+
+  Mutex mu;
+  CondVar idle{&mu};
+  bool stopping ABSL_GUARDED_BY(mu) = false;
+  int active ABSL_GUARDED_BY(mu) = 0;
+
+  v1::PageStore::AsyncService page_store;
+  v1::Admin::AsyncService admin;
+  // Health checks, and UNIMPLEMENTED for any other method no service has.
+  grpc::AsyncGenericService generic;
+};
+
+}  // namespace services_internal
+
 namespace {
 
+using services_internal::Shared;
+
 constexpr char kAuthorizationKey[] = "authorization";
+constexpr char kHealthCheckMethod[] = "/grpc.health.v1.Health/Check";
+// grpc.health.v1.HealthCheckResponse.ServingStatus.
+constexpr int kServing = 1;
 
 bool IsValidClientId(absl::string_view id) {
   if (id.empty() || id.size() > kMaxClientIdLength) return false;
@@ -21,16 +83,354 @@ bool IsValidClientId(absl::string_view id) {
   return true;
 }
 
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx,
-                                    const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+// What the io threads take off a completion queue: every tag is a Call.
+class Call {
+ public:
+  virtual ~Call() = default;
+  // The operation tagged with this call completed (`ok`: successfully).
+  // Runs on the io thread of the call's queue.
+  virtual void Proceed(bool ok) = 0;
+};
+
+// One unary method: how to wait for its calls, who may call it, what the
+// node does with it, and whether RAM alone can answer it.
+template <typename Service, typename Request, typename Response>
+struct Method {
+  using AwaitFn = void (Service::*)(grpc::ServerContext*, Request*,
+                                    grpc::ServerAsyncResponseWriter<Response>*,
+                                    grpc::CompletionQueue*, grpc::ServerCompletionQueue*, void*);
+  // The caller's identity (what `handle` is given), or why the call is
+  // refused.
+  using AdmitFn = absl::StatusOr<std::string> (*)(const Shared&, const grpc::ServerContext&,
+                                                  const Request&);
+  using HandleFn = absl::Status (*)(const Shared&, const std::string& caller, const Request&,
+                                    Response*);
+  Service Shared::*service;
+  AwaitFn await;
+  AdmitFn admit;
+  HandleFn handle;
+  // Touches only memory and short locks while Node::ServesFromRam().
+  bool ram_only;
+  // A refusal for overload counts in the node's rejected figure.
+  bool count_overload;
+};
+
+// One unary call, from the moment the service waits for it until its status
+// is sent: the first completion brings the call, the second says its status
+// went out (or that the call died). Deletes itself on the second, or on a
+// failed first one (the server is shutting down).
+//
+// Between the two completions exactly one thread owns the call: the io
+// thread that took it, or the worker it was handed to.
+template <typename Service, typename Request, typename Response>
+class UnaryCall final : public Call {
+ public:
+  using MethodT = Method<Service, Request, Response>;
+
+  // Waits for the next call of `method` on `cq`.
+  static void Await(Shared* shared, const MethodT* method, grpc::ServerCompletionQueue* cq) {
+    auto* call = new UnaryCall(shared, method, cq);
+    Service& service = shared->*method->service;
+    (service.*method->await)(&call->ctx_, call->request_, &call->responder_, cq, cq, call);
+  }
+
+  void Proceed(bool ok) override {
+    if (!ok || finishing_ || !shared_->Enter()) {
+      delete this;
+      return;
+    }
+    finishing_ = true;
+    Await(shared_, method_, cq_);  // the next call of this method
+    Serve();
+  }
+
+ private:
+  // Room on the call for the messages of a one-page request and its reply;
+  // a batch grows the arena from the heap.
+  static constexpr size_t kArenaBlockBytes = 1024;
+
+  UnaryCall(Shared* shared, const MethodT* method, grpc::ServerCompletionQueue* cq)
+      : shared_(shared),
+        method_(method),
+        cq_(cq),
+        arena_(arena_block_, sizeof(arena_block_)),
+        request_(google::protobuf::Arena::CreateMessage<Request>(&arena_)),
+        response_(google::protobuf::Arena::CreateMessage<Response>(&arena_)),
+        responder_(&ctx_) {}
+
+  // REQUIRES: Enter; Leaves once the call is finished.
+  void Serve() {
+    absl::StatusOr<std::string> caller = method_->admit(*shared_, ctx_, *request_);
+    if (!caller.ok()) {
+      FinishAndLeave(caller.status());
+      return;
+    }
+    if (method_->ram_only && shared_->node->ServesFromRam()) {
+      // Memory and short locks only: answered here, no other thread woken.
+      FinishAndLeave(Handle(*caller));
+      return;
+    }
+    caller_ = std::move(*caller);
+    // Once queued, the worker owns the call: `this` is not touched here
+    // again.
+    if (!shared_->work->Submit([this] { FinishAndLeave(Handle(caller_)); })) {
+      if (method_->count_overload) shared_->node->CountRejected();
+      FinishAndLeave(absl::UnavailableError("node overloaded"));
+    }
+  }
+
+  absl::Status Handle(const std::string& caller) {
+    return method_->handle(*shared_, caller, *request_, response_);
+  }
+
+  // Any thread; the completion comes back to cq_, whose thread may free the
+  // call at once.
+  void FinishAndLeave(const absl::Status& status) {
+    Shared* shared = shared_;
+    if (status.ok()) {
+      responder_.Finish(*response_, grpc::Status::OK, this);
+    } else {
+      responder_.FinishWithError(ToGrpcStatus(status), this);
+    }
+    shared->Leave();
+  }
+
+  Shared* const shared_;
+  const MethodT* const method_;
+  grpc::ServerCompletionQueue* const cq_;
+  bool finishing_ = false;
+  std::string caller_;
+  // The arena's first block, declared before the arena: it must outlive it.
+  alignas(16) char arena_block_[kArenaBlockBytes];
+  google::protobuf::Arena arena_;
+  Request* const request_;    // on arena_
+  Response* const response_;  // on arena_
+  grpc::ServerContext ctx_;
+  grpc::ServerAsyncResponseWriter<Response> responder_;
+};
+
+// A call of a method no registered service has: grpc.health.v1.Health/Check
+// is answered (SERVING for the whole server, service ""; NOT_FOUND for any
+// other name, as gRPC's default health service does), anything else is
+// UNIMPLEMENTED. Stands in for the default health service, which would use
+// the callback API (see services.h). Health/Watch is not offered.
+class GenericCall final : public Call {
+ public:
+  static void Await(Shared* shared, grpc::ServerCompletionQueue* cq) {
+    auto* call = new GenericCall(shared, cq);
+    shared->generic.RequestCall(&call->ctx_, &call->stream_, cq, cq, call);
+  }
+
+  void Proceed(bool ok) override {
+    switch (state_) {
+      case State::kWaiting:
+        // Enter here, Leave once the last operation has started.
+        if (!ok || !shared_->Enter()) break;
+        Await(shared_, cq_);
+        if (ctx_.method() != kHealthCheckMethod) {
+          state_ = State::kFinishing;
+          stream_.Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, ""), this);
+          shared_->Leave();
+          return;
+        }
+        state_ = State::kReading;
+        stream_.Read(&request_, this);
+        return;
+      case State::kReading:
+        state_ = State::kFinishing;
+        Answer(ok);
+        shared_->Leave();
+        return;
+      case State::kFinishing:
+        break;
+    }
+    delete this;
+  }
+
+ private:
+  enum class State { kWaiting, kReading, kFinishing };
+
+  GenericCall(Shared* shared, grpc::ServerCompletionQueue* cq)
+      : shared_(shared), cq_(cq), stream_(&ctx_) {}
+
+  // `ok`: a request message arrived in request_.
+  void Answer(bool ok) {
+    std::string service;
+    if (!ok || !ParseService(&service)) {
+      stream_.Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "bad health check request"),
+                     this);
+      return;
+    }
+    if (!service.empty()) {
+      stream_.Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "service name unknown"), this);
+      return;
+    }
+    // HealthCheckResponse{status = SERVING}: field 1, varint.
+    const char reply[] = {static_cast<char>(
+                              google::protobuf::internal::WireFormatLite::MakeTag(
+                                  1, google::protobuf::internal::WireFormatLite::WIRETYPE_VARINT)),
+                          static_cast<char>(kServing)};
+    grpc::Slice slice(reply, sizeof(reply));
+    grpc::ByteBuffer buffer(&slice, 1);
+    stream_.WriteAndFinish(buffer, grpc::WriteOptions(), grpc::Status::OK, this);
+  }
+
+  // HealthCheckRequest{string service = 1} from request_.
+  bool ParseService(std::string* service) {
+    std::vector<grpc::Slice> slices;
+    if (!request_.Dump(&slices).ok()) return false;
+    std::string bytes;
+    for (const grpc::Slice& s : slices) {
+      bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+    google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                              static_cast<int>(bytes.size()));
+    while (uint32_t tag = in.ReadTag()) {
+      if (tag == google::protobuf::internal::WireFormatLite::MakeTag(
+                     1, google::protobuf::internal::WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+        if (!google::protobuf::internal::WireFormatLite::ReadString(&in, service)) return false;
+      } else if (!google::protobuf::internal::WireFormatLite::SkipField(&in, tag)) {
+        return false;
+      }
+    }
+    return in.ConsumedEntireMessage();
+  }
+
+  Shared* const shared_;
+  grpc::ServerCompletionQueue* const cq_;
+  State state_ = State::kWaiting;
+  grpc::GenericServerContext ctx_;
+  grpc::GenericServerAsyncReaderWriter stream_;
+  grpc::ByteBuffer request_;
+};
+
+// PageStore: the caller is the client named in the metadata.
+template <typename Request>
+absl::StatusOr<std::string> AdmitClient(const Shared& shared, const grpc::ServerContext& ctx,
+                                        const Request&) {
+  absl::StatusOr<std::string> who = CallerIdentity(ctx);
+  if (!who.ok()) shared.node->CountRejected();
+  return who;
+}
+
+template <typename Request, typename Response,
+          absl::Status (Node::*fn)(const std::string&, const Request&, Response*)>
+absl::Status CallNode(const Shared& shared, const std::string& client, const Request& request,
+                      Response* response) {
+  return (shared.node->*fn)(client, request, response);
+}
+
+template <typename Request, typename Response,
+          absl::Status (Node::*fn)(const std::string&, const Request&, Response*)>
+Method<v1::PageStore::AsyncService, Request, Response> PageStoreMethod(
+    typename Method<v1::PageStore::AsyncService, Request, Response>::AwaitFn await,
+    bool ram_only) {
+  return {&Shared::page_store, await, &AdmitClient<Request>,
+          &CallNode<Request, Response, fn>, ram_only, /*count_overload=*/true};
+}
+
+const auto kOpenSession =
+    PageStoreMethod<v1::OpenSessionRequest, v1::OpenSessionResponse, &Node::OpenSession>(
+        &v1::PageStore::AsyncService::RequestOpenSession, /*ram_only=*/false);
+const auto kHeartbeat =
+    PageStoreMethod<v1::HeartbeatRequest, v1::HeartbeatResponse, &Node::Heartbeat>(
+        &v1::PageStore::AsyncService::RequestHeartbeat, /*ram_only=*/true);
+const auto kStore = PageStoreMethod<v1::StoreRequest, v1::StoreResponse, &Node::Store>(
+    &v1::PageStore::AsyncService::RequestStore, /*ram_only=*/true);
+const auto kLoad = PageStoreMethod<v1::LoadRequest, v1::LoadResponse, &Node::Load>(
+    &v1::PageStore::AsyncService::RequestLoad, /*ram_only=*/true);
+const auto kInvalidate =
+    PageStoreMethod<v1::InvalidateRequest, v1::InvalidateResponse, &Node::Invalidate>(
+        &v1::PageStore::AsyncService::RequestInvalidate, /*ram_only=*/false);
+
+// Admin: the caller must present the admin token when the node has one.
+template <typename Request>
+absl::StatusOr<std::string> AdmitAdmin(const Shared& shared, const grpc::ServerContext& ctx,
+                                       const Request&) {
+  if (shared.admin_token.empty()) return std::string();
+  const auto& md = ctx.client_metadata();
+  auto it = md.find(kAuthorizationKey);
+  if (it == md.end() || absl::string_view(it->second.data(), it->second.size()) !=
+                            absl::StrCat("Bearer ", shared.admin_token)) {
+    shared.node->CountRejected();
+    return absl::UnauthenticatedError("admin token required");
+  }
+  return std::string();
+}
+
+absl::StatusOr<std::string> AdmitQuota(const Shared& shared, const grpc::ServerContext& ctx,
+                                       const v1::SetClientQuotaRequest& request) {
+  if (!IsValidClientId(request.client_id())) {
+    return absl::InvalidArgumentError("malformed client id");
+  }
+  return AdmitAdmin(shared, ctx, request);
+}
+
+template <typename Request, typename Response>
+Method<v1::Admin::AsyncService, Request, Response> AdminMethod(
+    typename Method<v1::Admin::AsyncService, Request, Response>::AwaitFn await,
+    typename Method<v1::Admin::AsyncService, Request, Response>::HandleFn handle,
+    typename Method<v1::Admin::AsyncService, Request, Response>::AdmitFn admit =
+        &AdmitAdmin<Request>) {
+  return {&Shared::admin, await, admit, handle, /*ram_only=*/false, /*count_overload=*/false};
+}
+
+const auto kGetStatus = AdminMethod<v1::GetStatusRequest, v1::NodeStatus>(
+    &v1::Admin::AsyncService::RequestGetStatus,
+    [](const Shared& s, const std::string&, const v1::GetStatusRequest&,
+       v1::NodeStatus* response) {
+      s.node->GetStatus(response);
+      return absl::OkStatus();
+    });
+const auto kListClients = AdminMethod<v1::ListClientsRequest, v1::ListClientsResponse>(
+    &v1::Admin::AsyncService::RequestListClients,
+    [](const Shared& s, const std::string&, const v1::ListClientsRequest&,
+       v1::ListClientsResponse* response) {
+      s.node->ListClients(response);
+      return absl::OkStatus();
+    });
+const auto kSetClientQuota =
+    AdminMethod<v1::SetClientQuotaRequest, v1::SetClientQuotaResponse>(
+        &v1::Admin::AsyncService::RequestSetClientQuota,
+        [](const Shared& s, const std::string&, const v1::SetClientQuotaRequest& request,
+           v1::SetClientQuotaResponse* response) {
+          return s.node->SetClientQuota(request.client_id(), request.quota_bytes(),
+                                        response->mutable_client());
+        },
+        &AdmitQuota);
+const auto kSetMemoryLimit =
+    AdminMethod<v1::SetMemoryLimitRequest, v1::SetMemoryLimitResponse>(
+        &v1::Admin::AsyncService::RequestSetMemoryLimit,
+        [](const Shared& s, const std::string&, const v1::SetMemoryLimitRequest& request,
+           v1::SetMemoryLimitResponse* response) {
+          s.node->SetMemoryLimit(request.ram_limit_bytes(), response);
+          return absl::OkStatus();
+        });
+const auto kDrain = AdminMethod<v1::DrainRequest, v1::DrainResponse>(
+    &v1::Admin::AsyncService::RequestDrain,
+    [](const Shared& s, const std::string&, const v1::DrainRequest& request,
+       v1::DrainResponse* response) {
+      s.node->SetDraining(request.drain());
+      response->set_draining(s.node->draining());
+      return absl::OkStatus();
+    });
+
+template <typename Service, typename Request, typename Response>
+void Await(Shared* shared, const Method<Service, Request, Response>& method,
+           grpc::ServerCompletionQueue* cq) {
+  UnaryCall<Service, Request, Response>::Await(shared, &method, cq);
+}
+
+// Takes the queue's completions until it is shut down and drained.
+void Drain(grpc::ServerCompletionQueue* cq) {
+  void* tag = nullptr;
+  bool ok = false;
+  while (cq->Next(&tag, &ok)) static_cast<Call*>(tag)->Proceed(ok);
 }
 
 }  // namespace
 
-absl::StatusOr<std::string> CallerIdentity(const grpc::CallbackServerContext& ctx) {
+absl::StatusOr<std::string> CallerIdentity(const grpc::ServerContextBase& ctx) {
   const auto& md = ctx.client_metadata();
   auto it = md.find(kClientIdMetadataKey);
   if (it == md.end()) {
@@ -46,136 +446,45 @@ absl::StatusOr<std::string> CallerIdentity(const grpc::CallbackServerContext& ct
   return std::string(id);
 }
 
-template <typename Fn>
-grpc::ServerUnaryReactor* PageStoreService::Serve(grpc::CallbackServerContext* ctx,
-                                                  bool ram_only, Fn fn) {
-  absl::StatusOr<std::string> who = CallerIdentity(*ctx);
-  if (!who.ok()) {
-    node_->CountRejected();
-    return FinishNow(ctx, who.status());
+Services::Services(Node* node, WorkQueue* work, std::string admin_token, int io_threads)
+    : io_threads_(io_threads),
+      shared_(std::make_unique<Shared>(node, work, std::move(admin_token))) {}
+
+Services::~Services() = default;
+
+void Services::Register(grpc::ServerBuilder* builder) {
+  builder->RegisterService(&shared_->page_store);
+  builder->RegisterService(&shared_->admin);
+  builder->RegisterAsyncGenericService(&shared_->generic);
+  for (int i = 0; i < io_threads_; ++i) cqs_.push_back(builder->AddCompletionQueue());
+}
+
+void Services::Start() {
+  for (auto& owned : cqs_) {
+    grpc::ServerCompletionQueue* cq = owned.get();
+    Await(shared_.get(), kOpenSession, cq);
+    Await(shared_.get(), kHeartbeat, cq);
+    Await(shared_.get(), kStore, cq);
+    Await(shared_.get(), kLoad, cq);
+    Await(shared_.get(), kInvalidate, cq);
+    Await(shared_.get(), kGetStatus, cq);
+    Await(shared_.get(), kListClients, cq);
+    Await(shared_.get(), kSetClientQuota, cq);
+    Await(shared_.get(), kSetMemoryLimit, cq);
+    Await(shared_.get(), kDrain, cq);
+    GenericCall::Await(shared_.get(), cq);
   }
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  if (ram_only && node_->ServesFromRam()) {
-    // Memory and short locks only: no reason to wake a worker for it.
-    reactor->Finish(ToGrpcStatus(fn(*who)));
-    return reactor;
-  }
-  bool queued = work_->Submit([reactor, fn, id = std::move(*who)]() mutable {
-    reactor->Finish(ToGrpcStatus(fn(id)));
-  });
-  if (!queued) {
-    node_->CountRejected();
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "node overloaded"));
-  }
-  return reactor;
+  for (auto& cq : cqs_) threads_.emplace_back(Drain, cq.get());
 }
 
-grpc::ServerUnaryReactor* PageStoreService::OpenSession(
-    grpc::CallbackServerContext* ctx, const v1::OpenSessionRequest* request,
-    v1::OpenSessionResponse* response) {
-  return Serve(ctx, /*ram_only=*/false, [this, request, response](const std::string& id) {
-    return node_->OpenSession(id, *request, response);
-  });
-}
-
-grpc::ServerUnaryReactor* PageStoreService::Heartbeat(
-    grpc::CallbackServerContext* ctx, const v1::HeartbeatRequest* request,
-    v1::HeartbeatResponse* response) {
-  return Serve(ctx, /*ram_only=*/true, [this, request, response](const std::string& id) {
-    return node_->Heartbeat(id, *request, response);
-  });
-}
-
-grpc::ServerUnaryReactor* PageStoreService::Store(grpc::CallbackServerContext* ctx,
-                                                  const v1::StoreRequest* request,
-                                                  v1::StoreResponse* response) {
-  return Serve(ctx, /*ram_only=*/true, [this, request, response](const std::string& id) {
-    return node_->Store(id, *request, response);
-  });
-}
-
-grpc::ServerUnaryReactor* PageStoreService::Load(grpc::CallbackServerContext* ctx,
-                                                 const v1::LoadRequest* request,
-                                                 v1::LoadResponse* response) {
-  return Serve(ctx, /*ram_only=*/true, [this, request, response](const std::string& id) {
-    return node_->Load(id, *request, response);
-  });
-}
-
-grpc::ServerUnaryReactor* PageStoreService::Invalidate(
-    grpc::CallbackServerContext* ctx, const v1::InvalidateRequest* request,
-    v1::InvalidateResponse* response) {
-  return Serve(ctx, /*ram_only=*/false, [this, request, response](const std::string& id) {
-    return node_->Invalidate(id, *request, response);
-  });
-}
-
-template <typename Fn>
-grpc::ServerUnaryReactor* AdminService::Serve(grpc::CallbackServerContext* ctx, Fn fn) {
-  if (!token_.empty()) {
-    const auto& md = ctx->client_metadata();
-    auto it = md.find(kAuthorizationKey);
-    std::string expected = absl::StrCat("Bearer ", token_);
-    if (it == md.end() ||
-        absl::string_view(it->second.data(), it->second.size()) != expected) {
-      node_->CountRejected();
-      return FinishNow(ctx, absl::UnauthenticatedError("admin token required"));
-    }
-  }
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  if (!work_->Submit([reactor, fn]() mutable { reactor->Finish(ToGrpcStatus(fn())); })) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "node overloaded"));
-  }
-  return reactor;
-}
-
-grpc::ServerUnaryReactor* AdminService::GetStatus(grpc::CallbackServerContext* ctx,
-                                                  const v1::GetStatusRequest*,
-                                                  v1::NodeStatus* response) {
-  return Serve(ctx, [this, response] {
-    node_->GetStatus(response);
-    return absl::OkStatus();
-  });
-}
-
-grpc::ServerUnaryReactor* AdminService::ListClients(grpc::CallbackServerContext* ctx,
-                                                    const v1::ListClientsRequest*,
-                                                    v1::ListClientsResponse* response) {
-  return Serve(ctx, [this, response] {
-    node_->ListClients(response);
-    return absl::OkStatus();
-  });
-}
-
-grpc::ServerUnaryReactor* AdminService::SetClientQuota(
-    grpc::CallbackServerContext* ctx, const v1::SetClientQuotaRequest* request,
-    v1::SetClientQuotaResponse* response) {
-  if (!IsValidClientId(request->client_id())) {
-    return FinishNow(ctx, absl::InvalidArgumentError("malformed client id"));
-  }
-  return Serve(ctx, [this, request, response] {
-    return node_->SetClientQuota(request->client_id(), request->quota_bytes(),
-                                 response->mutable_client());
-  });
-}
-
-grpc::ServerUnaryReactor* AdminService::SetMemoryLimit(
-    grpc::CallbackServerContext* ctx, const v1::SetMemoryLimitRequest* request,
-    v1::SetMemoryLimitResponse* response) {
-  return Serve(ctx, [this, request, response] {
-    node_->SetMemoryLimit(request->ram_limit_bytes(), response);
-    return absl::OkStatus();
-  });
-}
-
-grpc::ServerUnaryReactor* AdminService::Drain(grpc::CallbackServerContext* ctx,
-                                              const v1::DrainRequest* request,
-                                              v1::DrainResponse* response) {
-  return Serve(ctx, [this, request, response] {
-    node_->SetDraining(request->drain());
-    response->set_draining(node_->draining());
-    return absl::OkStatus();
-  });
+void Services::Shutdown() {
+  // The server takes no new calls, but calls it has given up on (past its
+  // deadline) may still wait in the work queue, and calls it handed over
+  // may still wait in the queues.
+  shared_->Stop();
+  for (auto& cq : cqs_) cq->Shutdown();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
 }
 
 }  // namespace ramster

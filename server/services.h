@@ -1,13 +1,47 @@
-// The gRPC face of a Node: PageStore for clients, Admin for operators. Both
-// use the callback API; each handler validates who is calling, then hands
-// the work to a WorkQueue and finishes its reactor from there.
+// The gRPC face of a Node: PageStore for clients, Admin for operators, and
+// the standard health check (grpc.health.v1.Health/Check), all served with
+// gRPC's completion-queue (async) API.
+//
+// Why not the callback API: its threads take turns polling (gRPC's epoll
+// engine hands the poller role to another waiting thread on every wakeup),
+// so each request hopped between two or three threads, and on a small
+// machine every hop is a cross-CPU wakeup that costs more than the handler.
+// Here each completion queue is drained by exactly one io thread, which also
+// runs the handlers that only touch memory (Node::ServesFromRam): such a
+// request costs the server one wakeup. This only holds while no other
+// thread polls, so nothing on this server may use the callback API (the
+// default health service does; hence the health check here).
+//
+// Requests that may touch the disk tier, and every Admin call, go to the
+// WorkQueue and are finished from a worker; their last completion comes
+// back to the io thread, which frees the call. A full queue answers
+// UNAVAILABLE.
+//
+// Each call owns its request and reply on a per-call arena, so a reply of
+// many pages is a few block allocations rather than several per page.
 //
 // Identity: see common/client_identity.h. Admin calls need the admin token
 // when the node has one (--admin-token-file).
+//
+// Lifetime: Register before the server is built, Start after, and Shutdown
+// after grpc::Server::Shutdown has returned: it waits for the calls still
+// being answered (a call the server gave up on may still wait in the work
+// queue), then shuts the queues down, drains them and joins the io threads.
+// The io threads run until then: a call is freed only once its last
+// completion is taken off its queue.
+//
+// Thread safety: Register, Start and Shutdown are called by one thread, in
+// that order.
 #ifndef RAMSTER_SERVER_SERVICES_H_
 #define RAMSTER_SERVER_SERVICES_H_
 
+#include <grpcpp/generic/async_generic_service.h>
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "ramster/v1/admin.grpc.pb.h"
@@ -19,69 +53,42 @@ namespace ramster {
 
 // The client identity of a call: kInvalidArgument/kUnauthenticated when
 // absent or malformed.
-absl::StatusOr<std::string> CallerIdentity(const grpc::CallbackServerContext& ctx);
+absl::StatusOr<std::string> CallerIdentity(const grpc::ServerContextBase& ctx);
 
-class PageStoreService final : public v1::PageStore::CallbackService {
+namespace services_internal {
+struct Shared;
+}  // namespace services_internal
+
+class Services {
  public:
-  // `node` and `work` must outlive the service.
-  PageStoreService(Node* node, WorkQueue* work) : node_(node), work_(work) {}
+  // Bounds of --io-threads.
+  static constexpr int kMinIoThreads = 1;
+  static constexpr int kMaxIoThreads = 64;
 
-  grpc::ServerUnaryReactor* OpenSession(grpc::CallbackServerContext* ctx,
-                                        const v1::OpenSessionRequest* request,
-                                        v1::OpenSessionResponse* response) override;
-  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx,
-                                      const v1::HeartbeatRequest* request,
-                                      v1::HeartbeatResponse* response) override;
-  grpc::ServerUnaryReactor* Store(grpc::CallbackServerContext* ctx,
-                                  const v1::StoreRequest* request,
-                                  v1::StoreResponse* response) override;
-  grpc::ServerUnaryReactor* Load(grpc::CallbackServerContext* ctx,
-                                 const v1::LoadRequest* request,
-                                 v1::LoadResponse* response) override;
-  grpc::ServerUnaryReactor* Invalidate(grpc::CallbackServerContext* ctx,
-                                       const v1::InvalidateRequest* request,
-                                       v1::InvalidateResponse* response) override;
+  // `node` and `work` must outlive this object. Empty `admin_token`: Admin
+  // needs no credential (trusted deployments). REQUIRES: io_threads within
+  // [kMinIoThreads, kMaxIoThreads].
+  Services(Node* node, WorkQueue* work, std::string admin_token, int io_threads);
+  // REQUIRES: Shutdown has been called if Start was.
+  ~Services();
+  Services(const Services&) = delete;
+  Services& operator=(const Services&) = delete;
+
+  // Adds the services and one completion queue per io thread to `builder`.
+  void Register(grpc::ServerBuilder* builder);
+  // REQUIRES: the server built from that builder has started. Waits for the
+  // first call of every method on every queue; starts the io threads.
+  void Start();
+  // REQUIRES: grpc::Server::Shutdown has returned.
+  void Shutdown();
 
  private:
-  // Runs fn(identity) -> absl::Status and finishes the call with its
-  // status: inline when `ram_only` and the node cannot touch its disk
-  // (Node::ServesFromRam), else on the work queue.
-  template <typename Fn>
-  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, bool ram_only, Fn fn);
-
-  Node* const node_;
-  WorkQueue* const work_;
-};
-
-class AdminService final : public v1::Admin::CallbackService {
- public:
-  // Empty `token`: no admin credential is required (trusted deployments).
-  AdminService(Node* node, WorkQueue* work, std::string token)
-      : node_(node), work_(work), token_(std::move(token)) {}
-
-  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
-                                      const v1::GetStatusRequest* request,
-                                      v1::NodeStatus* response) override;
-  grpc::ServerUnaryReactor* ListClients(grpc::CallbackServerContext* ctx,
-                                        const v1::ListClientsRequest* request,
-                                        v1::ListClientsResponse* response) override;
-  grpc::ServerUnaryReactor* SetClientQuota(grpc::CallbackServerContext* ctx,
-                                           const v1::SetClientQuotaRequest* request,
-                                           v1::SetClientQuotaResponse* response) override;
-  grpc::ServerUnaryReactor* SetMemoryLimit(grpc::CallbackServerContext* ctx,
-                                           const v1::SetMemoryLimitRequest* request,
-                                           v1::SetMemoryLimitResponse* response) override;
-  grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* ctx,
-                                  const v1::DrainRequest* request,
-                                  v1::DrainResponse* response) override;
-
- private:
-  template <typename Fn>
-  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, Fn fn);
-
-  Node* const node_;
-  WorkQueue* const work_;
-  const std::string token_;
+  const int io_threads_;
+  // What the calls share: the node, the work queue, the token, the
+  // generated services.
+  const std::unique_ptr<services_internal::Shared> shared_;
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace ramster

@@ -2,59 +2,39 @@
 
 #include <sys/mman.h>
 
-#include <cstring>
+#include <algorithm>
+#include <bit>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 
 namespace ramster {
-
-// Chunk header: lives outside the chunk's memory so that the chunk is
-// exactly its class's chunk_size of mmap'd pages.
-struct SlabAllocator::Chunk {
-  uint8_t* mem = nullptr;
-  uint32_t class_index = 0;
-  uint16_t free_count = 0;
-  uint16_t free_head = 0;  // slot index; a free slot stores the next one
-  bool in_partial = false;
-};
-
 namespace {
-constexpr uint16_t kNoSlot = 0xFFFF;
-// Charged per chunk besides its memory: its header and directory entry.
-constexpr uint64_t kChunkOverhead = sizeof(void*) + 32;
+
+constexpr uint64_t kMaxSlot = (uint64_t{1} << 31) - 1;
+
 }  // namespace
 
 SlabAllocator::SlabAllocator(Budget* budget) : budget_(budget) {
+  class_bytes_ = std::clamp<uint64_t>(budget->limit(), uint64_t{64} << 20, uint64_t{64} << 30);
+  class_bytes_ = (class_bytes_ + kPage - 1) / kPage * kPage;
   for (uint32_t i = 0; i < kNumClasses; ++i) {
-    classes_[i].object_size = (i + 1) * kGranularity;
-    uint32_t size = classes_[i].object_size;
-    uint32_t pages = 1;
-    while (pages < kMaxChunkSize / 4096 &&
-           (pages * 4096 < size || (pages * 4096) % size * 16 > pages * 4096)) {
-      ++pages;
-    }
-    classes_[i].chunk_size = pages * 4096;
-    classes_[i].objects_per_chunk =
-        static_cast<uint16_t>(classes_[i].chunk_size / size);
+    SizeClass& cls = classes_[i];
+    cls.object_size = (i + 1) * kGranularity;
+    cls.max_slots = std::min<uint64_t>(class_bytes_ / cls.object_size, kMaxSlot);
+    void* mem = mmap(nullptr, class_bytes_, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    cls.base = mem == MAP_FAILED ? nullptr : static_cast<uint8_t*>(mem);
   }
-  void* dir = mmap(nullptr, sizeof(Chunk*) * kMaxChunks, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  directory_ = dir == MAP_FAILED ? nullptr : static_cast<Chunk**>(dir);
 }
 
 SlabAllocator::~SlabAllocator() {
-  DropCache();
-  if (directory_ == nullptr) return;
-  MutexLock lock(&ids_mu_);
-  for (uint32_t id = 1; id < next_id_; ++id) {
-    Chunk* c = directory_[id];
-    if (c == nullptr) continue;
-    uint32_t size = classes_[c->class_index].chunk_size;
-    munmap(c->mem, size);
-    budget_->Release(size + kChunkOverhead);
-    delete c;
+  for (SizeClass& cls : classes_) {
+    if (cls.base == nullptr) continue;
+    MutexLock lock(&cls.mu);
+    munmap(cls.base, class_bytes_);
+    budget_->Release(cls.committed_pages * kPage);
   }
-  munmap(directory_, sizeof(Chunk*) * kMaxChunks);
 }
 
 uint32_t SlabAllocator::ClassSize(uint32_t size) {
@@ -62,47 +42,75 @@ uint32_t SlabAllocator::ClassSize(uint32_t size) {
   return (size + kGranularity - 1) / kGranularity * kGranularity;
 }
 
-SlabAllocator::Chunk* SlabAllocator::NewChunk(SizeClass* cls,
-                                              uint32_t class_index) {
-  if (directory_ == nullptr) return nullptr;
-  void* mem = MapChunk(cls->chunk_size);
-  if (mem == nullptr) return nullptr;
-  uint32_t id;
-  {
-    MutexLock lock(&ids_mu_);
-    if (!free_ids_.empty()) {
-      id = free_ids_.back();
-      free_ids_.pop_back();
-    } else if (next_id_ < kMaxChunks) {
-      id = next_id_++;
-    } else {
-      UnmapChunk(mem, cls->chunk_size);
-      return nullptr;
+void SlabAllocator::PagesOf(const SizeClass& cls, uint64_t slot, uint64_t* first,
+                            uint64_t* last) {
+  const uint64_t start = slot * cls.object_size;
+  *first = start / kPage;
+  *last = (start + cls.object_size - 1) / kPage;
+}
+
+uint64_t SlabAllocator::FindSlot(SizeClass* cls) {
+  for (size_t w2 = 0; w2 < cls->free_words.size(); ++w2) {
+    if (cls->free_words[w2] == 0) continue;
+    const size_t w = w2 * 64 + std::countr_zero(cls->free_words[w2]);
+    return w * 64 + std::countr_zero(cls->free_bits[w]);
+  }
+  return cls->top;
+}
+
+absl::StatusOr<uint64_t> SlabAllocator::AllocateIn(uint32_t class_index, bool* budget_short) {
+  SizeClass* cls = &classes_[class_index];
+  MutexLock lock(&cls->mu);
+  if (cls->base == nullptr) return absl::ResourceExhaustedError("slab class has no memory");
+  const uint64_t slot = FindSlot(cls);
+  if (slot >= cls->max_slots) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("slab class of ", cls->object_size, "-byte objects is full"));
+  }
+  uint64_t first, last;
+  PagesOf(*cls, slot, &first, &last);
+  const bool at_top = slot == cls->top;
+  if (at_top) {
+    try {
+      if (cls->pages.size() <= last) cls->pages.resize(last + 1, 0);
+      const size_t words = slot / 64 + 1;
+      if (cls->free_bits.size() < words) cls->free_bits.resize(words, 0);
+      if (cls->free_words.size() < (words + 63) / 64) cls->free_words.resize((words + 63) / 64, 0);
+    } catch (const std::bad_alloc&) {
+      return absl::ResourceExhaustedError("out of memory (slab bookkeeping)");
     }
-    chunk_bytes_ += cls->chunk_size;
   }
-  auto* c = new (std::nothrow) Chunk;
-  if (c == nullptr) {
-    UnmapChunk(mem, cls->chunk_size);
-    MutexLock lock(&ids_mu_);
-    free_ids_.push_back(id);
-    chunk_bytes_ -= cls->chunk_size;
-    return nullptr;
+  uint64_t need = 0;
+  for (uint64_t p = first; p <= last; ++p) need += cls->pages[p] == 0;
+  if (need > 0 && !budget_->TryCharge(need * kPage)) {
+    *budget_short = true;
+    return absl::ResourceExhaustedError("node RAM limit reached");
   }
-  c->mem = static_cast<uint8_t*>(mem);
-  c->class_index = class_index;
-  c->free_count = cls->objects_per_chunk;
-  // Thread the free list through the slots.
-  for (uint16_t s = 0; s < cls->objects_per_chunk; ++s) {
-    uint16_t next = s + 1 < cls->objects_per_chunk ? s + 1 : kNoSlot;
-    std::memcpy(c->mem + static_cast<size_t>(s) * cls->object_size, &next,
-                sizeof(next));
+  for (uint64_t p = first; p <= last; ++p) {
+    uint16_t& count = cls->pages[p];
+    if (count == kCachedBit) {
+      // An empty page kept committed: it is this object's now.
+      auto it = std::find(cls->cached.begin(), cls->cached.end(), static_cast<uint32_t>(p));
+      if (it != cls->cached.end()) {
+        *it = cls->cached.back();
+        cls->cached.pop_back();
+      }
+      cached_bytes_.fetch_sub(kPage);
+      count = 0;
+    } else if (count == 0) {
+      cls->committed_pages++;
+    }
+    count++;
   }
-  c->free_head = 0;
-  directory_[id] = c;
-  cls->partial.push_back(id);
-  c->in_partial = true;
-  return c;
+  if (at_top) {
+    cls->top++;
+  } else {
+    const size_t w = slot / 64;
+    cls->free_bits[w] &= ~(uint64_t{1} << (slot % 64));
+    if (cls->free_bits[w] == 0) cls->free_words[w / 64] &= ~(uint64_t{1} << (w % 64));
+  }
+  cls->live_objects++;
+  return uint64_t{class_index} << 31 | slot;
 }
 
 absl::StatusOr<uint64_t> SlabAllocator::Allocate(uint32_t size) {
@@ -110,129 +118,91 @@ absl::StatusOr<uint64_t> SlabAllocator::Allocate(uint32_t size) {
     return absl::InvalidArgumentError(
         absl::StrCat("object of ", size, " bytes exceeds the largest slab class"));
   }
-  uint32_t class_index = ClassSize(size) / kGranularity - 1;
-  SizeClass* cls = &classes_[class_index];
-  MutexLock lock(&cls->mu);
-  if (cls->partial.empty() && NewChunk(cls, class_index) == nullptr) {
-    return absl::ResourceExhaustedError("node RAM limit reached");
+  const uint32_t class_index = ClassSize(size) / kGranularity - 1;
+  bool budget_short = false;
+  absl::StatusOr<uint64_t> h = AllocateIn(class_index, &budget_short);
+  if (!h.ok() && budget_short && cached_bytes_.load() > 0) {
+    DropCache();
+    h = AllocateIn(class_index, &budget_short);
   }
-  uint32_t id = cls->partial.back();
-  Chunk* c = directory_[id];
-  uint16_t slot = c->free_head;
-  uint8_t* obj = c->mem + static_cast<size_t>(slot) * cls->object_size;
-  std::memcpy(&c->free_head, obj, sizeof(c->free_head));
-  if (--c->free_count == 0) {
-    cls->partial.pop_back();
-    c->in_partial = false;
+  return h;
+}
+
+void SlabAllocator::Uncommit(SizeClass* cls, uint64_t page) {
+  madvise(cls->base + page * kPage, kPage, MADV_DONTNEED);
+  budget_->Release(kPage);
+  cls->committed_pages--;
+  cls->pages[page] = 0;
+}
+
+void SlabAllocator::PageEmptied(SizeClass* cls, uint64_t page) {
+  // Only with room to spare: near its limit the budget needs every byte
+  // that a freed page gives back (eviction counts on it).
+  if (caching_.load() && cached_bytes_.load() + kPage <= kMaxCachedBytes &&
+      budget_->used() <= budget_->limit() / 8 * 7) {
+    try {
+      cls->cached.push_back(static_cast<uint32_t>(page));
+      cls->pages[page] = kCachedBit;
+      cached_bytes_.fetch_add(kPage);
+      return;
+    } catch (const std::bad_alloc&) {
+      // Give it back instead.
+    }
   }
-  ++cls->live_objects;
-  return (static_cast<uint64_t>(id) << 16) | slot;
+  Uncommit(cls, page);
 }
 
 void SlabAllocator::Free(uint64_t handle) {
-  uint32_t id = static_cast<uint32_t>(handle >> 16);
-  uint16_t slot = static_cast<uint16_t>(handle & 0xFFFF);
-  Chunk* c = directory_[id];
-  SizeClass* cls = &classes_[c->class_index];
-  bool release = false;
-  {
-    MutexLock lock(&cls->mu);
-    uint8_t* obj = c->mem + static_cast<size_t>(slot) * cls->object_size;
-    std::memcpy(obj, &c->free_head, sizeof(c->free_head));
-    c->free_head = slot;
-    ++c->free_count;
-    --cls->live_objects;
-    if (c->free_count == cls->objects_per_chunk) {
-      // Empty: give it back.
-      for (size_t i = 0; i < cls->partial.size(); ++i) {
-        if (cls->partial[i] == id) {
-          cls->partial[i] = cls->partial.back();
-          cls->partial.pop_back();
-          break;
-        }
-      }
-      directory_[id] = nullptr;
-      release = true;
-    } else if (!c->in_partial) {
-      cls->partial.push_back(id);
-      c->in_partial = true;
+  SizeClass* cls = &classes_[handle >> 31];
+  const uint64_t slot = handle & kMaxSlot;
+  MutexLock lock(&cls->mu);
+  uint64_t first, last;
+  PagesOf(*cls, slot, &first, &last);
+  for (uint64_t p = first; p <= last; ++p) {
+    if (--cls->pages[p] == 0) PageEmptied(cls, p);
+  }
+  cls->live_objects--;
+  if (slot + 1 == cls->top) {
+    // The array shrinks from its end, past every free slot there.
+    cls->top--;
+    while (cls->top > 0) {
+      const uint64_t s = cls->top - 1;
+      const size_t w = s / 64;
+      if (!(cls->free_bits[w] >> (s % 64) & 1)) break;
+      cls->free_bits[w] &= ~(uint64_t{1} << (s % 64));
+      if (cls->free_bits[w] == 0) cls->free_words[w / 64] &= ~(uint64_t{1} << (w % 64));
+      cls->top--;
     }
+    return;
   }
-  if (release) {
-    UnmapChunk(c->mem, cls->chunk_size);
-    delete c;
-    MutexLock lock(&ids_mu_);
-    free_ids_.push_back(id);
-    chunk_bytes_ -= cls->chunk_size;
-  }
-}
-
-void* SlabAllocator::MapChunk(uint32_t size) {
-  {
-    MutexLock lock(&cache_mu_);
-    std::vector<void*>& list = cached_[size / 4096];
-    if (!list.empty()) {
-      void* mem = list.back();
-      list.pop_back();
-      cached_bytes_ -= size;
-      return mem;  // still charged
-    }
-  }
-  const uint64_t charge = size + kChunkOverhead;
-  if (!budget_->TryCharge(charge)) {
-    DropCache();
-    if (!budget_->TryCharge(charge)) return nullptr;
-  }
-  void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) {
-    budget_->Release(charge);
-    return nullptr;
-  }
-  return mem;
-}
-
-void SlabAllocator::UnmapChunk(void* mem, uint32_t size) {
-  {
-    // Only with room to spare: near its limit the budget needs every byte
-    // that a freed chunk gives back (eviction counts on it).
-    MutexLock lock(&cache_mu_);
-    if (caching_.load() && cached_bytes_ + size <= kMaxCachedBytes &&
-        budget_->used() <= budget_->limit() / 8 * 7) {
-      cached_[size / 4096].push_back(mem);
-      cached_bytes_ += size;
-      return;
-    }
-  }
-  munmap(mem, size);
-  budget_->Release(size + kChunkOverhead);
+  const size_t w = slot / 64;
+  cls->free_bits[w] |= uint64_t{1} << (slot % 64);
+  cls->free_words[w / 64] |= uint64_t{1} << (w % 64);
 }
 
 void SlabAllocator::DropCache() {
-  std::vector<std::pair<void*, uint32_t>> drop;
-  {
-    MutexLock lock(&cache_mu_);
-    for (uint32_t pages = 1; pages <= kMaxChunkSize / 4096; ++pages) {
-      for (void* mem : cached_[pages]) drop.emplace_back(mem, pages * 4096);
-      cached_[pages].clear();
+  for (SizeClass& cls : classes_) {
+    MutexLock lock(&cls.mu);
+    for (uint32_t page : cls.cached) {
+      Uncommit(&cls, page);
+      cached_bytes_.fetch_sub(kPage);
     }
-    cached_bytes_ = 0;
-  }
-  for (auto [mem, size] : drop) {
-    munmap(mem, size);
-    budget_->Release(size + kChunkOverhead);
+    cls.cached.clear();
   }
 }
 
 uint8_t* SlabAllocator::Resolve(uint64_t handle) const {
-  uint32_t id = static_cast<uint32_t>(handle >> 16);
-  uint16_t slot = static_cast<uint16_t>(handle & 0xFFFF);
-  const Chunk* c = directory_[id];
-  return c->mem + static_cast<size_t>(slot) * classes_[c->class_index].object_size;
+  const SizeClass& cls = classes_[handle >> 31];
+  return cls.base + (handle & kMaxSlot) * cls.object_size;
 }
 
-uint64_t SlabAllocator::chunk_bytes() const {
-  MutexLock lock(&ids_mu_);
-  return chunk_bytes_;
+uint64_t SlabAllocator::page_bytes() const {
+  uint64_t total = 0;
+  for (const SizeClass& cls : classes_) {
+    MutexLock lock(&cls.mu);
+    total += (cls.committed_pages - cls.cached.size()) * kPage;
+  }
+  return total;
 }
 
 uint64_t SlabAllocator::object_bytes() const {

@@ -1,32 +1,40 @@
-// Size-classed slabs for compressed pages, in the manner of zsmalloc: an
-// object of n bytes takes the smallest class of 16-byte granularity that fits
-// it, and each class carves chunks of 1 to 16 pages (the fewest pages that
-// waste at most 1/16 of the chunk, as zsmalloc sizes its zspages) into equal
-// objects. An empty chunk goes to a small cache of mapped chunks (at most
-// kMaxCachedBytes, still charged: it is resident) for the next chunk of its
-// size, so that a class at the boundary does not map and unmap, and fault
-// in, a chunk per store; only while the budget is below 7/8 of its limit,
-// and the cache is dropped whenever the budget needs the room. The RAM charged
-// to the node's Budget is the chunks themselves (mmap'd, so freeing an empty
-// chunk really returns it), which is what the process really uses for pages.
+// Size-classed storage for compressed pages, in the spirit of zsmalloc but
+// without its chunks: an object of n bytes takes the smallest class of
+// 8-byte granularity that fits it, and each class is one array of equal
+// objects laid end to end in its own reserved range of virtual memory.
+// Objects may straddle page boundaries, so no page has a tail that no object
+// fills; a page is committed (charged to the Budget and faulted in) when the
+// first object touching it is allocated, and given back (madvise
+// MADV_DONTNEED, uncharged) when the last one touching it is freed. Free
+// slots are reused lowest first, so a class's live objects stay packed at
+// the start of its array and its high pages are the ones that empty.
 //
-// A handle names an object: chunk id << 16 | slot. Handles stay valid until
-// Free; Resolve turns one into a pointer.
+// What is charged, and resident, is therefore the pages that hold objects:
+// per object its class size (3.5 bytes over its length on average) and, per
+// class, at most the page at its high end partly used.
+//
+// An emptied page is kept committed (still charged: it is resident) in a
+// small cache of at most kMaxCachedBytes while the budget is below 7/8 of
+// its limit, so that a class at the boundary does not fault a page in and
+// out on every store; the cache is dropped whenever the budget needs room.
+//
+// A handle names an object: class index << 31 | slot (at most 40 bits).
+// Handles stay valid until Free; Resolve turns one into a pointer.
 //
 // Thread safety: Allocate and Free lock one class; Resolve takes no lock and
 // is safe for a handle that the caller knows is not being freed concurrently
 // (the node guarantees that with its index-shard locks).
 //
-// Left for later: compaction. A chunk is returned only when all of its
-// objects are freed, so a node whose pages were freed at random keeps
-// partly-used chunks (zsmalloc compacts them; see the README).
+// Left for later: compaction. A page is returned only when every object
+// touching it is freed, so a class whose objects were freed at random keeps
+// pages with holes (reused by its next stores; zsmalloc moves objects to
+// close them; see the README).
 #ifndef RAMSTER_SERVER_SLAB_ALLOCATOR_H_
 #define RAMSTER_SERVER_SLAB_ALLOCATOR_H_
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -38,14 +46,16 @@ namespace ramster {
 
 class SlabAllocator {
  public:
-  static constexpr uint32_t kGranularity = 16;
+  static constexpr uint32_t kGranularity = 8;
   static constexpr uint32_t kMaxObjectSize = 4096;
   static constexpr uint32_t kNumClasses = kMaxObjectSize / kGranularity;
-  static constexpr size_t kMaxChunkSize = 64 * 1024;
-  // At most this many chunks exist at once (up to 64 GiB of slabs).
-  static constexpr uint32_t kMaxChunks = 1u << 20;
+  static constexpr uint32_t kPage = 4096;
+  static constexpr uint64_t kMaxCachedBytes = 4 << 20;
 
-  // `budget` must outlive the allocator; chunks are charged to it.
+  // `budget` must outlive the allocator; pages are charged to it. Each class
+  // reserves address space for the budget's limit at construction (at least
+  // 64 MiB, at most 64 GiB): raising the limit beyond that later leaves the
+  // classes at their reserved size.
   explicit SlabAllocator(Budget* budget);
   ~SlabAllocator();
   SlabAllocator(const SlabAllocator&) = delete;
@@ -54,57 +64,61 @@ class SlabAllocator {
   // The bytes an object of `size` bytes occupies in its class.
   static uint32_t ClassSize(uint32_t size);
 
-  // kResourceExhausted when a new chunk is needed and the budget has no room
-  // for it (or mmap fails); kInvalidArgument for a size over kMaxObjectSize.
+  // kResourceExhausted when the object needs a page and the budget has no
+  // room for it (or its class's range is full, or memory for bookkeeping
+  // cannot be had); kInvalidArgument for a size over kMaxObjectSize.
   absl::StatusOr<uint64_t> Allocate(uint32_t size);
   void Free(uint64_t handle);
   uint8_t* Resolve(uint64_t handle) const;
 
-  // Bytes of chunks in use (holding at least one object).
-  uint64_t chunk_bytes() const;
-  // Unmaps the cached empty chunks and returns their charge.
+  // Bytes of pages holding at least one object.
+  uint64_t page_bytes() const;
+  // Gives back the cached empty pages and their charge.
   void DropCache();
-  // While off, freed chunks are unmapped at once (an eviction in progress
-  // must see every byte it frees).
+  // While off, emptied pages are given back at once (an eviction in
+  // progress must see every byte it frees).
   void set_caching(bool on) { caching_.store(on); }
-  static constexpr uint64_t kMaxCachedBytes = 4 << 20;
   // Bytes of live objects (class sizes), for fragmentation figures.
   uint64_t object_bytes() const;
 
  private:
-  struct Chunk;
+  // Per page of a class's range: how many objects touch it, and whether it
+  // is committed but empty (in the cache).
+  static constexpr uint16_t kCachedBit = 0x8000;
+
   struct SizeClass {
     mutable Mutex mu;
     uint32_t object_size = 0;
-    uint32_t chunk_size = 0;
-    uint16_t objects_per_chunk = 0;
-    // Chunks of this class with at least one free slot.
-    std::vector<uint32_t> partial ABSL_GUARDED_BY(mu);
+    uint8_t* base = nullptr;  // reserved range; nullptr if mmap failed
+    uint64_t max_slots = 0;
+    // Slots [0, top) have been handed out at some time; below top, a set bit
+    // in `free_bits` is a free slot, and a set bit in `free_words` says that
+    // word of free_bits has one.
+    uint64_t top ABSL_GUARDED_BY(mu) = 0;
+    std::vector<uint64_t> free_bits ABSL_GUARDED_BY(mu);
+    std::vector<uint64_t> free_words ABSL_GUARDED_BY(mu);
+    std::vector<uint16_t> pages ABSL_GUARDED_BY(mu);
+    std::vector<uint32_t> cached ABSL_GUARDED_BY(mu);  // page numbers
     uint64_t live_objects ABSL_GUARDED_BY(mu) = 0;
+    uint64_t committed_pages ABSL_GUARDED_BY(mu) = 0;  // cached ones included
   };
 
-  Chunk* NewChunk(SizeClass* cls, uint32_t class_index);
-  // A mapped, charged chunk of `size` bytes: from the cache, or new. nullptr
-  // when the budget has no room even after dropping the cache.
-  void* MapChunk(uint32_t size);
-  // Caches or unmaps (and uncharges) a chunk that no longer holds objects.
-  void UnmapChunk(void* mem, uint32_t size);
+  // Allocation within one class; kUnavailable (internally) when it needs
+  // `*pages_needed` more pages than the budget would give.
+  absl::StatusOr<uint64_t> AllocateIn(uint32_t class_index, bool* budget_short);
+  // Lowest free slot below top, or top. REQUIRES: cls->mu held.
+  static uint64_t FindSlot(SizeClass* cls);
+  // Pages [first, last] that slot `slot` touches.
+  static void PagesOf(const SizeClass& cls, uint64_t slot, uint64_t* first, uint64_t* last);
+  // The page emptied: cache it or give it back. REQUIRES: cls->mu held.
+  void PageEmptied(SizeClass* cls, uint64_t page);
+  void Uncommit(SizeClass* cls, uint64_t page);
 
   Budget* const budget_;
+  uint64_t class_bytes_ = 0;  // reserved per class
   SizeClass classes_[kNumClasses];
-  // Chunk directory, indexed by chunk id. Lazily-touched anonymous mapping.
-  Chunk** directory_;
-
-  mutable Mutex ids_mu_;
-  std::vector<uint32_t> free_ids_ ABSL_GUARDED_BY(ids_mu_);
-  uint32_t next_id_ ABSL_GUARDED_BY(ids_mu_) = 1;  // 0 is never a chunk
-  uint64_t chunk_bytes_ ABSL_GUARDED_BY(ids_mu_) = 0;
-
   std::atomic<bool> caching_{true};
-  // Empty chunks kept mapped, by size in pages. A leaf lock.
-  Mutex cache_mu_;
-  std::vector<void*> cached_[kMaxChunkSize / 4096 + 1] ABSL_GUARDED_BY(cache_mu_);
-  uint64_t cached_bytes_ ABSL_GUARDED_BY(cache_mu_) = 0;
+  std::atomic<uint64_t> cached_bytes_{0};
 };
 
 }  // namespace ramster

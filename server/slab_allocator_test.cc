@@ -10,36 +10,76 @@
 namespace ramster {
 namespace {
 
-TEST(SlabAllocator, ClassSizesRoundUpTo16) {
-  EXPECT_EQ(SlabAllocator::ClassSize(1), 16u);
-  EXPECT_EQ(SlabAllocator::ClassSize(16), 16u);
-  EXPECT_EQ(SlabAllocator::ClassSize(17), 32u);
+TEST(SlabAllocator, ClassSizesRoundUpTo8) {
+  EXPECT_EQ(SlabAllocator::ClassSize(1), 8u);
+  EXPECT_EQ(SlabAllocator::ClassSize(8), 8u);
+  EXPECT_EQ(SlabAllocator::ClassSize(9), 16u);
+  EXPECT_EQ(SlabAllocator::ClassSize(2001), 2008u);
   EXPECT_EQ(SlabAllocator::ClassSize(4096), 4096u);
 }
 
-TEST(SlabAllocator, ChargesChunksToTheBudgetAndReturnsThem) {
+TEST(SlabAllocator, ObjectsStraddlePagesSoOnlyTheirClassRoundingIsWasted) {
+  Budget budget(uint64_t{1} << 30);
+  SlabAllocator slab(&budget);
+  // 10000 objects of 1850 bytes (class 1856): 4529 pages' worth, no tails.
+  std::vector<uint64_t> handles;
+  for (int i = 0; i < 10000; ++i) {
+    auto h = slab.Allocate(1850);
+    ASSERT_TRUE(h.ok());
+    std::memset(slab.Resolve(*h), i & 0xff, 1850);
+    handles.push_back(*h);
+  }
+  const uint64_t pages = (10000 * 1856 + 4095) / 4096;
+  EXPECT_EQ(slab.page_bytes(), pages * 4096);
+  EXPECT_EQ(budget.used(), pages * 4096);
+  for (int i = 0; i < 10000; ++i) {
+    const uint8_t* p = slab.Resolve(handles[i]);
+    ASSERT_EQ(p[0], i & 0xff);
+    ASSERT_EQ(p[1849], i & 0xff);
+  }
+  // Freeing the upper half gives its pages back (a few stay cached).
+  for (int i = 5000; i < 10000; ++i) slab.Free(handles[i]);
+  EXPECT_EQ(slab.page_bytes(), (5000 * 1856 + 4095) / 4096 * 4096);
+  EXPECT_LE(budget.used(), slab.page_bytes() + SlabAllocator::kMaxCachedBytes);
+  slab.DropCache();
+  EXPECT_EQ(budget.used(), slab.page_bytes());
+  // Freed slots are reused lowest first: a hole in the middle is filled
+  // before the array grows.
+  slab.Free(handles[100]);
+  auto again = slab.Allocate(1849);  // same class
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, handles[100]);
+  for (int i = 0; i < 5000; ++i) slab.Free(handles[i]);
+  slab.DropCache();
+  EXPECT_EQ(slab.page_bytes(), 0u);
+  EXPECT_EQ(budget.used(), 0u);
+}
+
+TEST(SlabAllocator, ChargesPagesToTheBudgetAndReturnsThem) {
   Budget budget(1 << 20);
   {
     SlabAllocator slab(&budget);
     EXPECT_EQ(budget.used(), 0u);
     auto h = slab.Allocate(4096);
     ASSERT_TRUE(h.ok());
-    // A 4096-byte class uses one-page chunks: exactly one page plus header.
-    EXPECT_GE(budget.used(), 4096u);
-    EXPECT_LT(budget.used(), 4096u + 128);
-    EXPECT_EQ(slab.chunk_bytes(), 4096u);
+    // A 4096-byte object takes exactly one page.
+    EXPECT_EQ(budget.used(), 4096u);
+    EXPECT_EQ(slab.page_bytes(), 4096u);
     EXPECT_EQ(slab.object_bytes(), 4096u);
     slab.Free(*h);
-    EXPECT_EQ(slab.chunk_bytes(), 0u);
+    EXPECT_EQ(slab.page_bytes(), 0u);
     EXPECT_EQ(slab.object_bytes(), 0u);
-    // The empty chunk stays mapped (and charged) in the cache for reuse...
-    EXPECT_GE(budget.used(), 4096u);
-    auto again = slab.Allocate(4000);
+    // The empty page stays committed (and charged) in the cache for reuse...
+    EXPECT_EQ(budget.used(), 4096u);
+    auto again = slab.Allocate(4090);
     ASSERT_TRUE(again.ok());
-    EXPECT_LT(budget.used(), 4096u + 128);  // ...and is reused, not added to
+    EXPECT_EQ(budget.used(), 4096u);  // ...and is reused, not added to
     slab.Free(*again);
     slab.DropCache();
     EXPECT_EQ(budget.used(), 0u);
+    // An object that is never freed is given back with the allocator.
+    ASSERT_TRUE(slab.Allocate(100).ok());
+    EXPECT_EQ(budget.used(), 4096u);
   }
   EXPECT_EQ(budget.used(), 0u);
 }
@@ -70,13 +110,12 @@ TEST(SlabAllocator, ObjectsKeepTheirBytes) {
     expect_objects += SlabAllocator::ClassSize(bytes.size());
   }
   EXPECT_EQ(slab.object_bytes(), expect_objects);
-  // Chunks hold the objects and waste at most 1/16 in each chunk, plus the
-  // partly used chunks of each class.
-  EXPECT_GE(slab.chunk_bytes(), expect_objects);
+  // Pages hold the objects, plus the partly used pages of each class.
+  EXPECT_GE(slab.page_bytes(), expect_objects);
   for (const auto& [h, bytes] : live) slab.Free(h);
-  EXPECT_EQ(slab.chunk_bytes(), 0u);
-  // What stays charged is the cache: at most its size plus chunk headers.
-  EXPECT_LE(budget.used(), SlabAllocator::kMaxCachedBytes + SlabAllocator::kMaxCachedBytes / 4096 * 64);
+  EXPECT_EQ(slab.page_bytes(), 0u);
+  // What stays charged is the cache.
+  EXPECT_LE(budget.used(), SlabAllocator::kMaxCachedBytes);
   slab.DropCache();
   EXPECT_EQ(budget.used(), 0u);
 }
@@ -94,8 +133,8 @@ TEST(SlabAllocator, RefusesBeyondTheBudget) {
     handles.push_back(*h);
     ASSERT_LE(budget.used(), budget.limit());
   }
-  // 4096-byte pages in one-page chunks, each charged a little over a page.
-  EXPECT_EQ(handles.size(), 256u * 1024 / 4096 - 1);
+  // 4096-byte objects, one page each.
+  EXPECT_EQ(handles.size(), 256u * 1024 / 4096);
   for (uint64_t h : handles) slab.Free(h);
   slab.DropCache();
   EXPECT_EQ(budget.used(), 0u);
@@ -104,7 +143,7 @@ TEST(SlabAllocator, RefusesBeyondTheBudget) {
 TEST(SlabAllocator, CachedChunksMakeWayWhenTheBudgetIsTight) {
   Budget budget(256 * 1024);
   SlabAllocator slab(&budget);
-  // Fill with one size, free everything (chunks go to the cache)...
+  // Fill with one size, free everything (pages go to the cache)...
   std::vector<uint64_t> handles;
   for (auto h = slab.Allocate(4096); h.ok(); h = slab.Allocate(4096)) handles.push_back(*h);
   for (uint64_t h : handles) slab.Free(h);

@@ -1,6 +1,6 @@
-// A fixed set of worker threads with a bounded queue. gRPC callback handlers
-// hand their blocking work (locks, RocksDB) to it so that no reactor blocks
-// a gRPC thread; a full queue refuses instead of growing.
+// A fixed set of worker threads with a bounded queue. The gRPC services hand
+// their blocking work (locks, RocksDB) to it so that no io thread blocks; a
+// full queue refuses instead of growing.
 //
 // Thread safety: Submit may be called from any thread.
 #ifndef RAMSTER_SERVER_WORK_QUEUE_H_

@@ -311,6 +311,11 @@ TEST(ServerProcess, BadCommandLinesFailClearly) {
                          {"--memory-limit=lots", "--data-dir=" + dir});
   EXPECT_FALSE(bad_size.Start());
   EXPECT_NE(bad_size.log().find("memory_limit"), std::string::npos) << bad_size.log();
+  for (const char* io_threads : {"--io-threads=0", "--io-threads=65"}) {
+    ServerProcess bad_io(RunfilePath("server/ramster-server"), {io_threads, "--data-dir=" + dir});
+    EXPECT_FALSE(bad_io.Start());
+    EXPECT_NE(bad_io.log().find("--io-threads must be 1..64"), std::string::npos) << bad_io.log();
+  }
 }
 
 }  // namespace

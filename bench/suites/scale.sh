@@ -3,12 +3,11 @@
 # disturbance hits all N alike); then the per-page index overhead of one
 # server holding many pages (server_bench --systems=ramster, its first fill:
 # RSS and ram_used_bytes per page beyond the compressed payload), at a small
-# and a large page count. The large count is 1.5 million, not the 4 million
-# the issue names: at 4 million the bench client's own copies plus the
-# server's ~8 GiB of pages exhausted this 24 GiB machine (the server was
-# killed mid-fill on 2026-11-25); 1.5 million fills in about a minute.
+# and a large page count (4 million: about 7.5 GiB in the server; the bench
+# builds each request just before sending it, so that it does not hold a
+# second copy of every page).
 suite_scale() {
-  local pages=40000 big=1500000
+  local pages=40000 big=4000000
   [ "$QUICK" = 1 ] && { pages=10000; big=400000; }
   local r n fails=0
   for r in $(seq "$RUNS"); do
@@ -21,7 +20,7 @@ suite_scale() {
   local p
   for p in 50000 $big; do
     run "$BIN/bench/server_bench" --systems=ramster --server_binary="$SERVER" --rounds=1 \
-      --batched_pages=$p --unbatched_pages=1000 --server_memory_limit=16G \
+      --batched_pages=$p --unbatched_pages=1000 --server_memory_limit=16G --prebuilt_requests=false \
       --json="$RAW/index-$p.json" >"$RAW/index-$p.out" 2>&1 ||
       { fails=$((fails + 1)); note "server_bench with $p pages failed: $(tail -1 "$RAW/index-$p.out")"; }
   done
