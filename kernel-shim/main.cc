@@ -4,6 +4,7 @@
 //                [--replicas=N] [--nbd-unix=PATH] [--nbd-listen=127.0.0.1:PORT]
 //                [--cache-size=BYTES] [--memory-budget=BYTES] [--self=NODE_ID]
 //                [--client-id=NAME] [--stats-file=PATH] [--nbd-workers=N] [--nbd-batch=BYTES]
+//                [--nbd-inline=true|false]
 //
 // Serves NBD in front of the tier stack: [local cache] -> cluster -> local
 // swap file. It runs when its host is short of memory, so it locks its
@@ -53,6 +54,8 @@ ABSL_FLAG(std::string, client_id, "", "identity presented to peers (default: hos
 ABSL_FLAG(std::string, stats_file, "", "write figures as JSON to this file every second");
 ABSL_FLAG(int, nbd_workers, ramster::NbdServerOptions().workers,
           "threads executing NBD requests (each runs a batch of waiting requests at a time)");
+ABSL_FLAG(bool, nbd_inline, ramster::NbdServerOptions().inline_lone_requests,
+          "run a connection's lone request on its reader thread instead of waking a worker");
 ABSL_FLAG(ramster::ByteSize, nbd_batch,
           ramster::ByteSize(ramster::NbdServerOptions().max_batch_bytes),
           "most bytes of waiting READs or WRITEs run as one batch (one request per peer)");
@@ -100,6 +103,7 @@ std::string StatsJson(TierStack* stack, ClusterTier* cluster, const NbdServer& n
   absl::StrAppend(&j, "], \"nbd\": {\"reads\": ", n.reads, ", \"writes\": ", n.writes,
                   ", \"trims\": ", n.trims, ", \"errors\": ", n.errors,
                   ", \"batches\": ", n.batches, ", \"batched_requests\": ", n.batched_requests,
+                  ", \"inline_requests\": ", n.inline_requests,
                   ", \"connections\": ", n.connections_active, "}}\n");
   return j;
 }
@@ -121,6 +125,7 @@ int Run() {
   nbd_options.buffer_pool_bytes = 16 << 20;
   nbd_options.workers = absl::GetFlag(FLAGS_nbd_workers);
   nbd_options.max_batch_bytes = absl::GetFlag(FLAGS_nbd_batch).bytes;
+  nbd_options.inline_lone_requests = absl::GetFlag(FLAGS_nbd_inline);
   nbd_options.unix_path = absl::GetFlag(FLAGS_nbd_unix);
   nbd_options.tcp_listen = absl::GetFlag(FLAGS_nbd_listen);
   if (nbd_options.unix_path.empty() && nbd_options.tcp_listen.empty()) {

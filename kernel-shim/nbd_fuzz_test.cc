@@ -79,5 +79,16 @@ TEST(NbdFuzzDriver, MutatedClientStreamsNeverMisbehave) {
   EXPECT_EQ(NbdFuzzCheckServerHealthy(), "");
 }
 
+// Inputs libFuzzer once found a problem with, kept as regressions.
+TEST(NbdFuzzDriver, FoundInputsStayFixed) {
+  // A zero-length WRITE with FUA: its payload read had no buffer (a null
+  // memcpy destination, which UBSan reports).
+  const std::vector<uint8_t> zero_length_write = {
+      0x01, 0x25, 0x60, 0x95, 0x13, 0x00, 0x01, 0x00, 0x01, 0x2a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x30, 0x00, 0x00, 0x00, 0x00, 0x00, 0x23, 0x00, 0x13};
+  LLVMFuzzerTestOneInput(zero_length_write.data(), zero_length_write.size());
+  EXPECT_EQ(NbdFuzzCheckServerHealthy(), "");
+}
+
 }  // namespace
 }  // namespace ramster

@@ -85,6 +85,7 @@ class StreamReader {
   size_t buffered() const { return end_ - pos_; }
 
   Io Read(void* out, size_t n) {
+    if (n == 0) return Io::kOk;  // (a zero-length WRITE has no buffer at all)
     auto* p = static_cast<uint8_t*>(out);
     const size_t from_buffer = std::min(n, buffered());
     std::memcpy(p, buf_.get() + pos_, from_buffer);
@@ -246,9 +247,10 @@ class NbdServer::Connection {
     if (fd_ >= 0) shutdown(fd_, how);
   }
 
-  void Started() {
+  // Returns the requests now in flight, this one included.
+  int Started() {
     MutexLock lock(&mu_);
-    ++inflight_;
+    return ++inflight_;
   }
   void Done() {
     MutexLock lock(&mu_);
@@ -595,6 +597,7 @@ NbdServerStats NbdServer::stats() const {
   s.bytes_written = bytes_written_;
   s.batched_requests = batched_requests_;
   s.batches = batches_;
+  s.inline_requests = inline_requests_;
   s.errors = errors_;
   s.device_errors = device_errors_;
   s.protocol_errors = protocol_errors_;
@@ -865,8 +868,18 @@ void NbdServer::Transmission(Connection* c) {
   const auto queue_ready = [&] {
     if (!ready.empty()) queue_->PushAll(&ready);
   };
+  // In flight on this connection when the last request was started.
+  int inflight = 0;
   uint8_t header[nbd::kRequestBytes];
   for (;;) {
+    if (in.buffered() < sizeof(header) && options_.inline_lone_requests &&
+        ready.size() == 1 && inflight == 1) {
+      // The only request in flight, and nothing else has arrived: run it
+      // here rather than wake a worker for it.
+      ++inline_requests_;
+      Execute(&ready[0]);
+      ready.clear();
+    }
     if (in.buffered() < sizeof(header) || ready.size() >= kMaxReady) queue_ready();
     if (in.Read(header, sizeof(header)) != Io::kOk) break;  // EOF, shutdown
     absl::StatusOr<Request> req = nbd::DecodeRequest(header);
@@ -908,7 +921,7 @@ void NbdServer::Transmission(Connection* c) {
         break;
       }
     }
-    c->Started();
+    inflight = c->Started();
     ready.push_back(std::move(job));
   }
   queue_ready();

@@ -226,6 +226,10 @@ class NbdServerTest : public ::testing::Test {
     options_.max_request_bytes = 1 << 20;
     options_.buffer_pool_bytes = 4 << 20;
     options_.log_errors = false;
+    // Most tests hold a request in the device to see what queues behind it:
+    // that needs the reader to keep reading. The tests of lone requests
+    // turn this back on.
+    options_.inline_lone_requests = false;
   }
 
   void TearDown() override {
@@ -693,6 +697,53 @@ TEST(NbdErrno, OneMappingFromStatusToNbdError) {
 }
 
 // ---- concurrency -------------------------------------------------------------------
+
+TEST_F(NbdServerTest, LoneRequestsRunOnTheirReader) {
+  options_.inline_lone_requests = true;
+  StartServer();
+  auto c = ConnectAndGo();
+  for (uint64_t i = 0; i < 20; ++i) {
+    const std::vector<uint8_t> data = Pattern(4096, static_cast<uint8_t>(i));
+    ASSERT_EQ(*c->Write(i * 4096, data), 0u);
+    std::vector<uint8_t> back;
+    ASSERT_EQ(*c->Read(i * 4096, 4096, &back), 0u);
+    ASSERT_EQ(back, data);
+  }
+  // One at a time: every one of them ran on the reader.
+  EXPECT_EQ(server_->stats().inline_requests, 40u);
+}
+
+TEST_F(NbdServerTest, ARequestArrivingWhileALoneOneRunsWaitsForItThenCompletes) {
+  options_.inline_lone_requests = true;
+  StartServer();
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> data = Pattern(4096, 9);
+  ASSERT_EQ(*c->Write(0, data), 0u);
+  device_->HoldReads();
+  ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, 100, 0, 4096}).ok());
+  WaitFor([&] { return device_->held() == 1; });
+  ASSERT_EQ(device_->held(), 1);
+  // The reader is busy with the lone READ: this WRITE is not even parsed
+  // until the READ is done.
+  ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdWrite, 200, 8192, 4096}, data).ok());
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(server_->stats().writes, 1u);
+  device_->Release();
+  absl::StatusOr<nbd::SimpleReply> first = c->RecvReply();
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->handle, 100u);
+  EXPECT_EQ(first->error, 0u);
+  std::vector<uint8_t> payload(4096);
+  ASSERT_TRUE(c->RecvBytes(payload.data(), payload.size()).ok());
+  EXPECT_EQ(payload, data);
+  absl::StatusOr<nbd::SimpleReply> second = c->RecvReply();
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->handle, 200u);
+  EXPECT_EQ(second->error, 0u);
+  std::vector<uint8_t> back;
+  ASSERT_EQ(*c->Read(8192, 4096, &back), 0u);
+  EXPECT_EQ(back, data);
+}
 
 TEST_F(NbdServerTest, RepliesGoOutInCompletionOrder) {
   StartServer();
