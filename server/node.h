@@ -1,8 +1,7 @@
 // Node: the page-store node's state. Compressed pages of many clients in a
 // RAM tier (slabs, strict limits) with a RocksDB overflow tier, the clients'
 // sessions (epochs, leases, quotas, pools), and the figures an operator sees.
-// The gRPC services (page_store_service.h, admin_service.h) are thin layers
-// over it.
+// The gRPC services (services.h) are thin layers over it.
 //
 // Invariants (each index shard's mutex guards its entries):
 //  1. A page lives in exactly one tier: its entry says RAM (a slab handle) or
