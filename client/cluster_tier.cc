@@ -16,6 +16,24 @@
 namespace ramster {
 namespace {
 
+// Takes the completions of `calls` calls (of type Call, each its own tag)
+// off `cq` as they come, finishing each with `finish`; then shuts the queue
+// down and drains it. Every call has a deadline, so this returns in time.
+template <typename Call, typename Finish>
+void AwaitCalls(grpc::CompletionQueue* cq, size_t calls, Finish finish) {
+  for (size_t done = 0; done < calls; ++done) {
+    void* tag = nullptr;
+    bool ok = false;
+    if (!cq->Next(&tag, &ok)) break;  // never: the queue is shut down below
+    finish(static_cast<Call*>(tag));
+  }
+  cq->Shutdown();
+  void* tag;
+  bool ok;
+  while (cq->Next(&tag, &ok)) {
+  }
+}
+
 // HOST:PORT -> the addresses HOST resolves to, each with PORT. A literal
 // address resolves to itself.
 std::vector<std::string> ResolveEntry(const std::string& entry) {
@@ -237,18 +255,8 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
         start += sent;
       }
     }
-    for (size_t done = 0; done < calls.size(); ++done) {
-      void* tag = nullptr;
-      bool ok = false;
-      if (!cq.Next(&tag, &ok)) break;  // never: the queue is shut down below
-      auto* call = static_cast<Peer::StoreCall*>(tag);
-      call->peer->FinishStore(call);
-    }
-    cq.Shutdown();
-    void* tag;
-    bool ok;
-    while (cq.Next(&tag, &ok)) {
-    }
+    AwaitCalls<Peer::StoreCall>(&cq, calls.size(),
+                                [](Peer::StoreCall* call) { call->peer->FinishStore(call); });
     for (Ask& a : asks) {
       if (a.store.result.ok()) {
         progress[a.item].chosen.push_back(a.peer->id());
@@ -313,18 +321,8 @@ void ClusterTier::LoadBatch(absl::Span<LoadItem* const> items) {
         PeerById(static_cast<int>(id))->StartLoad(&calls.back(), mine.subspan(start), &cq);
       }
     }
-    for (size_t done = 0; done < calls.size(); ++done) {
-      void* tag = nullptr;
-      bool ok = false;
-      if (!cq.Next(&tag, &ok)) break;  // never: the queue is shut down below
-      auto* call = static_cast<Peer::LoadCall*>(tag);
-      call->peer->FinishLoad(call);
-    }
-    cq.Shutdown();
-    void* tag;
-    bool ok;
-    while (cq.Next(&tag, &ok)) {
-    }
+    AwaitCalls<Peer::LoadCall>(&cq, calls.size(),
+                               [](Peer::LoadCall* call) { call->peer->FinishLoad(call); });
   }
   for (const auto& mine : by_peer) {
     for (LoadItem* item : mine) {

@@ -62,17 +62,19 @@ bool WholePages(const BlockDevice::Io& io) {
   return io.offset % kPageSize == 0 && io.data.size() % kPageSize == 0 && !io.data.empty();
 }
 
-}  // namespace
-
-void TierStackDevice::ReadBatch(absl::Span<Io> ios) {
-  // Whole pages of every request together; the rest (partial pages) alone.
-  thread_local std::vector<TierStack::SlotLoad> pages;
-  thread_local std::vector<Io*> owner;  // pages[i] belongs to *owner[i]
+// The whole pages of every request together, as one `together(pages)` call
+// (TierStack::LoadSlots or StoreSlots); a request with a partial page goes
+// alone through `alone(io)`. A request fails with the first failure of its
+// pages.
+template <typename SlotOp, typename Alone, typename Together>
+void RunBatch(absl::Span<BlockDevice::Io> ios, Alone alone, Together together) {
+  thread_local std::vector<SlotOp> pages;
+  thread_local std::vector<BlockDevice::Io*> owner;  // pages[i] belongs to *owner[i]
   pages.clear();
   owner.clear();
-  for (Io& io : ios) {
+  for (BlockDevice::Io& io : ios) {
     if (!WholePages(io)) {
-      io.status = Read(io.offset, io.data);
+      io.status = alone(io);
       continue;
     }
     io.status = absl::OkStatus();
@@ -82,33 +84,24 @@ void TierStackDevice::ReadBatch(absl::Span<Io> ios) {
     }
   }
   if (pages.empty()) return;
-  stack_->LoadSlots(absl::MakeSpan(pages));
+  together(absl::MakeSpan(pages));
   for (size_t i = 0; i < pages.size(); ++i) {
     if (!pages[i].status.ok() && owner[i]->status.ok()) owner[i]->status = pages[i].status;
   }
 }
 
+}  // namespace
+
+void TierStackDevice::ReadBatch(absl::Span<Io> ios) {
+  RunBatch<TierStack::SlotLoad>(
+      ios, [this](Io& io) { return Read(io.offset, io.data); },
+      [this](absl::Span<TierStack::SlotLoad> pages) { stack_->LoadSlots(pages); });
+}
+
 void TierStackDevice::WriteBatch(absl::Span<Io> ios) {
-  thread_local std::vector<TierStack::SlotStore> pages;
-  thread_local std::vector<Io*> owner;  // pages[i] belongs to *owner[i]
-  pages.clear();
-  owner.clear();
-  for (Io& io : ios) {
-    if (!WholePages(io)) {
-      io.status = Write(io.offset, io.data);  // the read-modify-write path
-      continue;
-    }
-    io.status = absl::OkStatus();
-    for (size_t off = 0; off < io.data.size(); off += kPageSize) {
-      pages.push_back({(io.offset + off) / kPageSize, io.data.subspan(off, kPageSize), {}});
-      owner.push_back(&io);
-    }
-  }
-  if (pages.empty()) return;
-  stack_->StoreSlots(absl::MakeSpan(pages));
-  for (size_t i = 0; i < pages.size(); ++i) {
-    if (!pages[i].status.ok() && owner[i]->status.ok()) owner[i]->status = pages[i].status;
-  }
+  RunBatch<TierStack::SlotStore>(
+      ios, [this](Io& io) { return Write(io.offset, io.data); },  // read-modify-write
+      [this](absl::Span<TierStack::SlotStore> pages) { stack_->StoreSlots(pages); });
 }
 
 absl::Status TierStackDevice::ZeroRange(uint64_t offset, uint64_t length) {
