@@ -39,6 +39,7 @@
 #include "kernel-shim/nbd_server.h"
 #include "kernel-shim/shim_admin.h"
 #include "kernel-shim/tier_stack_device.h"
+#include "kernel-shim/write_behind_device.h"
 
 ABSL_FLAG(ramster::ByteSize, size, ramster::ByteSize(0), "device size, a multiple of 4096 (e.g. 4G)");
 ABSL_FLAG(std::string, peers, "", "HOST:PORT,... of the ramster-servers (a name may resolve to many)");
@@ -59,6 +60,10 @@ ABSL_FLAG(bool, nbd_inline, ramster::NbdServerOptions().inline_lone_requests,
 ABSL_FLAG(ramster::ByteSize, nbd_batch,
           ramster::ByteSize(ramster::NbdServerOptions().max_batch_bytes),
           "most bytes of waiting READs or WRITEs run as one batch (one request per peer)");
+ABSL_FLAG(ramster::ByteSize, write_behind,
+          ramster::ByteSize(ramster::WriteBehindOptions().capacity_bytes),
+          "staging area for whole-page writes: acknowledged once copied there, sent to the tiers in "
+          "batches by background flushers; FLUSH/FUA wait for them (0: write through)");
 ABSL_FLAG(absl::Duration, call_timeout, absl::Seconds(2), "deadline of every call to a peer");
 ABSL_FLAG(std::string, admin_listen, "",
           "serve the Admin status (for ramsterctl) on this HOST:PORT (port 0: any)");
@@ -75,7 +80,8 @@ std::string Hostname() {
   return buf;
 }
 
-std::string StatsJson(TierStack* stack, ClusterTier* cluster, const NbdServer& nbd) {
+std::string StatsJson(TierStack* stack, ClusterTier* cluster, const NbdServer& nbd,
+                      const WriteBehindDevice* staging) {
   TierStack::Stats st = stack->stats();
   std::string j = absl::StrCat(
       "{\"stores\": ", st.stores, ", \"loads\": ", st.loads, ", \"invalidates\": ",
@@ -104,7 +110,18 @@ std::string StatsJson(TierStack* stack, ClusterTier* cluster, const NbdServer& n
                   ", \"trims\": ", n.trims, ", \"errors\": ", n.errors,
                   ", \"batches\": ", n.batches, ", \"batched_requests\": ", n.batched_requests,
                   ", \"inline_requests\": ", n.inline_requests,
-                  ", \"connections\": ", n.connections_active, "}}\n");
+                  ", \"connections\": ", n.connections_active, "}");
+  if (staging != nullptr) {
+    WriteBehindDevice::Stats w = staging->stats();
+    absl::StrAppend(&j, ", \"write_behind\": {\"capacity_pages\": ", w.capacity_pages,
+                    ", \"staged_pages\": ", w.staged_pages, ", \"staged_writes\": ",
+                    w.staged_writes, ", \"read_hits\": ", w.read_hits, ", \"flushed_pages\": ",
+                    w.flushed_pages, ", \"flush_batches\": ", w.flush_batches,
+                    ", \"flush_failures\": ", w.flush_failures, ", \"superseded\": ",
+                    w.superseded, ", \"room_waits\": ", w.room_waits,
+                    ", \"written_through\": ", w.written_through, "}");
+  }
+  absl::StrAppend(&j, "}\n");
   return j;
 }
 
@@ -144,11 +161,13 @@ int Run() {
   const uint64_t cache = absl::GetFlag(FLAGS_cache_size).bytes;
   const uint64_t slot_map = slots * sizeof(SlotEntry);
   const uint64_t buffers = nbd_options.buffer_pool_bytes;
+  const uint64_t staging = absl::GetFlag(FLAGS_write_behind).bytes;
   const uint64_t overhead = 48ull << 20;  // code, libraries, thread stacks, gRPC
-  if (slot_map + cache + buffers + overhead > budget) {
+  if (slot_map + cache + buffers + staging + overhead > budget) {
     return Fail(absl::StrCat("--memory-budget ", FormatBytes(budget), " is too small: slot map ",
                              FormatBytes(slot_map), " + cache ", FormatBytes(cache),
-                             " + I/O buffers ", FormatBytes(buffers), " + ~",
+                             " + I/O buffers ", FormatBytes(buffers), " + write-behind ",
+                             FormatBytes(staging), " + ~",
                              FormatBytes(overhead), " for the process"));
   }
 
@@ -193,8 +212,18 @@ int Run() {
   tiers.push_back(std::move(*file));
   TierStack stack(slots, kSwapPool, std::move(tiers));
   TierStackDevice device(&stack);
+  std::unique_ptr<WriteBehindDevice> write_behind;
+  if (staging > 0) {
+    WriteBehindOptions w;
+    w.capacity_bytes = staging;
+    absl::StatusOr<std::unique_ptr<WriteBehindDevice>> d = WriteBehindDevice::Create(&device, w);
+    if (!d.ok()) return Fail(absl::StrCat("--write-behind: ", d.status().ToString()));
+    write_behind = std::move(*d);
+  }
+  BlockDevice* served = write_behind != nullptr ? static_cast<BlockDevice*>(write_behind.get())
+                                                : &device;
 
-  NbdServer nbd(&device, nbd_options);
+  NbdServer nbd(served, nbd_options);
   if (absl::Status s = nbd.Start(); !s.ok()) return Fail(s.ToString());
   if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0) {
     fprintf(stderr, "ramster-shim: warning: mlockall: %s (the swap path may stall)\n",
@@ -226,9 +255,9 @@ int Run() {
   }
   fprintf(stderr,
           "ramster-shim: ready: NBD on %s%s, %s device, %zu peers, replicas %d, local swap %s, "
-          "RSS %s\n",
+          "write-behind %s, RSS %s\n",
           where.c_str(), admin_where.c_str(), FormatBytes(size).c_str(), peers.size(), replicas,
-          local_swap.c_str(),
+          local_swap.c_str(), staging > 0 ? FormatBytes(staging).c_str() : "off",
           FormatBytes(ProcessRssBytes()).c_str());
   fflush(stderr);
 
@@ -242,7 +271,7 @@ int Run() {
         std::string tmp = stats_file + ".tmp";
         {
           std::ofstream out(tmp, std::ios::trunc);
-          out << StatsJson(&stack, cluster, nbd);
+          out << StatsJson(&stack, cluster, nbd, write_behind.get());
         }
         rename(tmp.c_str(), stats_file.c_str());
         for (int i = 0; i < 10 && !stop.load(); ++i) absl::SleepFor(absl::Milliseconds(100));
@@ -257,6 +286,9 @@ int Run() {
   if (admin_server != nullptr) admin_server->Shutdown();
   stop = true;
   if (stats.joinable()) stats.join();
+  if (write_behind != nullptr) {
+    write_behind.reset();  // drains the staging area into the tiers
+  }
   TierStack::Stats st = stack.stats();
   fprintf(stderr, "ramster-shim: stopped after %llu stores, %llu loads, %llu load failures\n",
           static_cast<unsigned long long>(st.stores), static_cast<unsigned long long>(st.loads),

@@ -91,6 +91,13 @@ if fio --enghelp=nbd >/dev/null 2>&1; then
   sleep 1.2  # the stats file is written every second
   batches=$(json "d['nbd']['batches']" <"$TMP/stats.json")
   [ "$batches" -gt 0 ] || fail "no batches at queue depth 32 (stats: $(cat "$TMP/stats.json"))"
+  # The writes were acknowledged from the write-behind area and have all
+  # gone out to the tiers since (the reads above verified them either way).
+  staged=$(json "d['write_behind']['staged_writes']" <"$TMP/stats.json")
+  [ "$staged" -ge 8192 ] || fail "only $staged pages went through the write-behind area"
+  [ "$(json "d['write_behind']['staged_pages']" <"$TMP/stats.json")" = 0 ] ||
+    fail "pages still staged a second after fio: $(cat "$TMP/stats.json")"
+  [ "$(json "d['write_behind']['flush_failures']" <"$TMP/stats.json")" = 0 ] || fail "flush failures"
 else
   echo "SKIP: fio with its nbd engine is not installed (fio): no queue depth 32 check"
 fi

@@ -1,0 +1,181 @@
+// WriteBehindDevice: a bounded staging area in front of another block
+// device. A whole-page WRITE is copied into a preallocated page frame and
+// acknowledged; flusher threads hand the staged pages to the device behind
+// (for the shim: the tier stack, so the pages go out compressed, in batches
+// of up to `max_flush_pages`, one request per peer). Reads of a staged page
+// are served from its frame. This takes the network round trip out of every
+// swap-out the kernel waits for, and lets the flushers send far bigger
+// batches than the kernel's requests.
+//
+// What "acknowledged" means here: the page is in this process's locked
+// memory and every read returns it; it reaches the tiers (and so survives a
+// peer going down, by replication or the local file) within one flush. A
+// FLUSH (or a FUA write) returns only when every page acknowledged before it
+// is with the device behind. The staging area lives exactly as long as the
+// slot map does (both are in the shim's memory), so a shim that dies loses
+// nothing more than it already lost; on SIGTERM the shim drains it.
+//
+// Ordering: a slot has at most one flush in flight; a newer copy written
+// meanwhile waits for it, so the device behind always sees a slot's copies
+// in the order they were written. TRIM and WRITE_ZEROES drop the staged
+// copies of their whole pages and wait for any flush of them in flight
+// before they run behind. Writes that cannot be staged (partial pages,
+// requests bigger than half the area, or while the device behind keeps
+// failing and the area is full) are written through after the staged
+// copies of their pages have been dealt with.
+//
+// Back-pressure: a writer that finds no free frame waits for one. A flush
+// that fails keeps its pages staged (still readable) and retries them after
+// `retry_delay`; while every flush fails and the area is full, writes go
+// through (and get the device's error), FLUSH reports that error, and
+// nothing staged is dropped.
+//
+// Memory: `capacity_bytes` of frames (allocated and faulted in at
+// construction, so the shim's mlockall covers them) plus per-frame
+// bookkeeping and a hash table sized once for the frame count.
+//
+// Thread safety: all methods may be called concurrently.
+#ifndef RAMSTER_KERNEL_SHIM_WRITE_BEHIND_DEVICE_H_
+#define RAMSTER_KERNEL_SHIM_WRITE_BEHIND_DEVICE_H_
+
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/mutex.h"
+#include "common/page_codec.h"
+#include "kernel-shim/block_device.h"
+
+namespace ramster {
+
+struct WriteBehindOptions {
+  // Bytes of page frames; a whole number of pages, at least 2 pages.
+  uint64_t capacity_bytes = 32 << 20;
+  // Most pages a flusher hands the device behind at once.
+  size_t max_flush_pages = 256;
+  // Flusher threads (a slot is still flushed by one at a time).
+  int flushers = 2;
+  // How long a flusher waits before retrying pages whose flush failed.
+  absl::Duration retry_delay = absl::Milliseconds(50);
+};
+
+class WriteBehindDevice final : public BlockDevice {
+ public:
+  struct Stats {
+    uint64_t capacity_pages = 0;
+    uint64_t staged_pages = 0;     // frames in use now (queued or in flight)
+    uint64_t staged_writes = 0;    // pages acknowledged from the staging area
+    uint64_t read_hits = 0;        // pages read from the staging area
+    uint64_t flushed_pages = 0;    // pages the device behind took
+    uint64_t flush_batches = 0;
+    uint64_t flush_failures = 0;   // pages whose flush failed (and were retried)
+    uint64_t superseded = 0;       // staged pages overwritten before they went out
+    uint64_t room_waits = 0;       // writes that waited for a free frame
+    uint64_t written_through = 0;  // write requests not staged
+  };
+
+  // Allocates the frames and starts the flushers. `inner` must outlive this
+  // object. kInvalidArgument for bad options, kResourceExhausted when the
+  // frames cannot be allocated.
+  static absl::StatusOr<std::unique_ptr<WriteBehindDevice>> Create(BlockDevice* inner,
+                                                                   WriteBehindOptions options);
+  // Drains what is staged (as far as the device behind takes it), then
+  // stops the flushers.
+  ~WriteBehindDevice() override;
+  WriteBehindDevice(const WriteBehindDevice&) = delete;
+  WriteBehindDevice& operator=(const WriteBehindDevice&) = delete;
+
+  uint64_t size() const override { return inner_->size(); }
+  absl::Status Read(uint64_t offset, absl::Span<uint8_t> out) override;
+  absl::Status Write(uint64_t offset, absl::Span<const uint8_t> data) override;
+  absl::Status Trim(uint64_t offset, uint64_t length) override;
+  absl::Status WriteZeroes(uint64_t offset, uint64_t length) override;
+  void ReadBatch(absl::Span<Io> ios) override;
+  void WriteBatch(absl::Span<Io> ios) override;
+  // Waits until every page staged before the call is with the device
+  // behind, then flushes it. The device's error if its flushes keep failing.
+  absl::Status Flush() override;
+  bool can_multi_conn() const override { return inner_->can_multi_conn(); }
+
+  Stats stats() const;
+
+ private:
+  static constexpr int32_t kNone = -1;
+  enum class FrameState : uint8_t { kFree, kFilling, kQueued, kInFlight };
+  struct Frame {
+    uint64_t slot = 0;
+    uint64_t seq = 0;  // publication order (for Flush)
+    int32_t prev = kNone, next = kNone;  // the flush queue, while kQueued
+    FrameState state = FrameState::kFree;
+  };
+  // Per staged slot: its newest frame (kNone once it went out) and the frame
+  // being flushed for it (kNone when none).
+  struct SlotFrames {
+    int32_t latest = kNone;
+    int32_t in_flight = kNone;
+  };
+
+  WriteBehindDevice(BlockDevice* inner, WriteBehindOptions options, uint8_t* frames,
+                    size_t frame_count);
+  uint8_t* FrameData(int32_t f) const { return frames_ + static_cast<size_t>(f) * kPageSize; }
+
+  void FlusherLoop();
+  // Marks queued frame `f` in flight and adds it to `frames`/`ios`.
+  void Take(int32_t f, std::vector<int32_t>* frames, std::vector<Io>* ios)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes up to `max` queued frames whose slots have no flush in flight.
+  void TakeBatch(size_t max, std::vector<int32_t>* frames, std::vector<Io>* ios)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes taken frames to the device behind (without the lock), then
+  // settles them: written ones are freed, failed ones queued again. Returns
+  // the first failure.
+  absl::Status FlushFrames(const std::vector<int32_t>& frames, absl::Span<Io> ios)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stages whole pages; false (nothing staged) when the request should be
+  // written through instead.
+  bool Stage(uint64_t offset, absl::Span<const uint8_t> data) ABSL_LOCKS_EXCLUDED(mu_);
+  // Makes sure no copy of the slots [first, last] is staged or in flight:
+  // a staged copy of a slot for which `drop(slot)` is true (a page the
+  // caller overwrites or discards whole) is dropped, any other is written
+  // behind first. The device's error when such a copy cannot be written.
+  template <typename Drop>
+  absl::Status Settle(uint64_t first, uint64_t last, Drop drop) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status WriteThrough(uint64_t offset, absl::Span<const uint8_t> data);
+  absl::Status DiscardThrough(uint64_t offset, uint64_t length, bool zeroes);
+
+  void Unlink(int32_t f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Append(int32_t f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Free(int32_t f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True while some frame published at or before `seq` is not yet behind.
+  bool PendingUpTo(uint64_t seq) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  BlockDevice* const inner_;
+  const WriteBehindOptions options_;
+  uint8_t* const frames_;  // frame_count pages, mmap'd
+  const size_t frame_count_;
+
+  mutable Mutex mu_;
+  CondVar work_{&mu_};     // flushers: something queued, or stop
+  CondVar settled_{&mu_};  // frames freed / flushes finished
+  std::vector<Frame> frame_info_ ABSL_GUARDED_BY(mu_);
+  std::vector<int32_t> free_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, SlotFrames> slots_ ABSL_GUARDED_BY(mu_);
+  int32_t head_ ABSL_GUARDED_BY(mu_) = kNone;
+  int32_t tail_ ABSL_GUARDED_BY(mu_) = kNone;
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  // The last flush failed and none succeeded since: its error.
+  absl::Status failing_ ABSL_GUARDED_BY(mu_);
+  absl::Time retry_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  Stats stats_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> flushers_;
+};
+
+}  // namespace ramster
+
+#endif  // RAMSTER_KERNEL_SHIM_WRITE_BEHIND_DEVICE_H_
