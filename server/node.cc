@@ -54,6 +54,8 @@ namespace {
 
 thread_local uint8_t tls_scratch[kPageSize];
 
+constexpr uint32_t kCacheLine = 64;
+
 DiskPageHeader HeaderOf(uint8_t encoding, uint16_t length, uint64_t generation,
                         uint64_t checksum) {
   DiskPageHeader h;
@@ -552,6 +554,7 @@ absl::Status Node::Load(const std::string& name, const v1::LoadRequest& request,
   absl::StatusOr<Client*> c = Authorize(name, request.boot_epoch());
   if (!c.ok()) return c.status();
   std::shared_lock<std::shared_mutex> lock((*c)->reclaim_mu, std::adopt_lock);
+  if (request.keys_size() > 1) PrefetchPayloads(*c, request.keys());
   for (const v1::PageKey& key : request.keys()) {
     absl::Status s = LoadOne(*c, key, sink, tls_scratch);
     ops_.loads.fetch_add(1, std::memory_order_relaxed);
@@ -561,6 +564,23 @@ absl::Status Node::Load(const std::string& name, const v1::LoadRequest& request,
     }
   }
   return absl::OkStatus();
+}
+
+void Node::PrefetchPayloads(Client* c,
+                            const google::protobuf::RepeatedPtrField<v1::PageKey>& keys) {
+  for (const v1::PageKey& wk : keys) {
+    const Key key{c->id, wk.pool(), wk.object(), wk.index()};
+    Shard& shard = ShardFor(key);
+    MutexLock shard_lock(&shard.mu);
+    const Entry* e = shard.table.Find(key);
+    if (e == nullptr || !e->in_ram()) continue;
+    // A hint only: should the page go before LoadOne copies it, nothing
+    // reads the memory.
+    const uint8_t* payload = slab_.Resolve(e->handle());
+    for (uint32_t off = 0; off < e->length(); off += kCacheLine) {
+      __builtin_prefetch(payload + off);
+    }
+  }
 }
 
 absl::Status Node::LoadOne(Client* c, const v1::PageKey& wk, LoadSink* sink,

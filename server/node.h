@@ -165,6 +165,11 @@ class Node {
   std::string EncodeClientMeta(const Client& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(clients_mu_);
 
   absl::Status StoreOne(Client* c, const v1::Page& page, uint8_t* scratch);
+  // Asks the CPU for the RAM payloads of `keys` ahead of LoadOne: a batch's
+  // payloads are cold (a donor's pages are read about once), and fetched
+  // together their misses overlap instead of each copy waiting for its own.
+  void PrefetchPayloads(Client* c,
+                        const google::protobuf::RepeatedPtrField<v1::PageKey>& keys);
   // Gives the page to `sink` if it can be returned; otherwise says why.
   absl::Status LoadOne(Client* c, const v1::PageKey& key, LoadSink* sink,
                        uint8_t* scratch);
