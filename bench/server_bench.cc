@@ -44,7 +44,8 @@
 //
 // Loads are checked: every page's status, length and checksum, and every
 // --verify_every-th page decoded and compared with the corpus byte for byte.
-// A wrong page stops the bench with an error.
+// A wrong page stops the bench with an error. The ramster client parses each
+// reply onto an arena, as the shim's client (client/peer.cc) does.
 //
 // Donor RAM per page: the server's VmRSS before and after the first fill,
 // divided by the pages stored; for ramster also NodeStatus ram_used_bytes and
