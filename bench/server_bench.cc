@@ -44,7 +44,8 @@
 //
 // Loads are checked: every page's status, length and checksum, and every
 // --verify_every-th page decoded and compared with the corpus byte for byte.
-// A wrong page stops the bench with an error.
+// A wrong page stops the bench with an error. The ramster client parses each
+// reply onto an arena, as the shim's client (client/peer.cc) does.
 //
 // Donor RAM per page: the server's VmRSS before and after the first fill,
 // divided by the pages stored; for ramster also NodeStatus ram_used_bytes and
@@ -57,6 +58,7 @@
 // taken from the directory bazel was run in).
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <google/protobuf/arena.h>
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -165,6 +167,9 @@ using Clock = std::chrono::steady_clock;
 constexpr uint32_t kPool = 1;
 constexpr char kClientId[] = "server-bench";
 constexpr auto kCallTimeout = std::chrono::seconds(60);
+// The first block of a Load reply's arena: room for the messages of ~128
+// pages (a 64-page reply needs 15 KiB).
+constexpr size_t kReplyArenaBlockBytes = 32 << 10;
 
 // ---------------------------------------------------------------------------
 // Children and failure. Whatever way the bench ends, the servers it started
@@ -632,7 +637,11 @@ class RamsterClient {
             uint64_t verify_every, uint8_t* scratch) {
     grpc::ClientContext ctx;
     Prepare(&ctx);
-    v1::LoadResponse resp;
+    // The reply on an arena, as the shim's client keeps it (client/peer.cc),
+    // so that a page's messages are not each a heap allocation.
+    alignas(16) char arena_block[kReplyArenaBlockBytes];
+    google::protobuf::Arena arena(arena_block, sizeof(arena_block));
+    v1::LoadResponse& resp = *google::protobuf::Arena::CreateMessage<v1::LoadResponse>(&arena);
     Check(stubs_[thread]->Load(&ctx, req, &resp), "Load");
     if (resp.results_size() != req.keys_size()) {
       Die(absl::StrCat("Load: ", resp.results_size(), " results for ",

@@ -373,9 +373,11 @@ void Peer::LoadMany(absl::Span<LoadItem* const> items) {
     FillLoadRequest(chunk, &req);
     grpc::ClientContext ctx;
     Prepare(&ctx);
-    v1::LoadResponse resp;
-    grpc::Status s = stub()->Load(&ctx, req, &resp);
-    TakeLoadResponse(s, resp, chunk);
+    alignas(16) char arena_block[kReplyArenaBlockBytes];
+    google::protobuf::Arena arena(arena_block, sizeof(arena_block));
+    auto* resp = google::protobuf::Arena::CreateMessage<v1::LoadResponse>(&arena);
+    grpc::Status s = stub()->Load(&ctx, req, resp);
+    TakeLoadResponse(s, *resp, chunk);
   }
 }
 
@@ -387,11 +389,11 @@ void Peer::StartLoad(LoadCall* call, absl::Span<LoadItem* const> items,
   FillLoadRequest(call->items, &call->request);
   Prepare(&call->context);
   call->reader = call->stub->AsyncLoad(&call->context, call->request, cq);
-  call->reader->Finish(&call->response, &call->status, call);
+  call->reader->Finish(call->response, &call->status, call);
 }
 
 void Peer::FinishLoad(LoadCall* call) {
-  TakeLoadResponse(call->status, call->response, call->items);
+  TakeLoadResponse(call->status, *call->response, call->items);
 }
 
 void Peer::InvalidateObject(uint32_t pool, uint64_t object) {

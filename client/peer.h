@@ -17,6 +17,7 @@
 #ifndef RAMSTER_CLIENT_PEER_H_
 #define RAMSTER_CLIENT_PEER_H_
 
+#include <google/protobuf/arena.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -148,13 +149,20 @@ class Peer {
   // The caller keeps `call` and `items` alive from StartLoad until after
   // FinishLoad.
   static constexpr size_t kMaxLoadKeys = 256;
+  // A Load reply's messages live on an arena whose first block is this big
+  // (room for those of ~128 pages): a reply costs a heap allocation per
+  // payload, not five more per page for the messages around it.
+  static constexpr size_t kReplyArenaBlockBytes = 32 << 10;
   struct LoadCall {
     Peer* peer = nullptr;
     absl::Span<LoadItem* const> items;
     std::shared_ptr<v1::PageStore::Stub> stub;  // the channel stays alive
     grpc::ClientContext context;
     v1::LoadRequest request;
-    v1::LoadResponse response;
+    alignas(16) char arena_block[kReplyArenaBlockBytes];
+    google::protobuf::Arena arena{arena_block, sizeof(arena_block)};
+    v1::LoadResponse* const response =
+        google::protobuf::Arena::CreateMessage<v1::LoadResponse>(&arena);
     grpc::Status status;
     std::unique_ptr<grpc::ClientAsyncResponseReader<v1::LoadResponse>> reader;
   };

@@ -54,6 +54,8 @@ namespace {
 
 thread_local uint8_t tls_scratch[kPageSize];
 
+constexpr uint32_t kCacheLine = 64;
+
 DiskPageHeader HeaderOf(uint8_t encoding, uint16_t length, uint64_t generation,
                         uint64_t checksum) {
   DiskPageHeader h;
@@ -544,7 +546,7 @@ absl::Status Node::StoreOne(Client* c, const v1::Page& page, uint8_t* scratch) {
 }
 
 absl::Status Node::Load(const std::string& name, const v1::LoadRequest& request,
-                        v1::LoadResponse* response) {
+                        LoadSink* sink) {
   if (request.keys_size() > kMaxPagesPerBatch) {
     return absl::InvalidArgumentError(absl::StrCat(
         "at most ", kMaxPagesPerBatch, " keys per batch, got ", request.keys_size()));
@@ -552,22 +554,36 @@ absl::Status Node::Load(const std::string& name, const v1::LoadRequest& request,
   absl::StatusOr<Client*> c = Authorize(name, request.boot_epoch());
   if (!c.ok()) return c.status();
   std::shared_lock<std::shared_mutex> lock((*c)->reclaim_mu, std::adopt_lock);
-  response->mutable_results()->Reserve(request.keys_size());
+  if (request.keys_size() > 1) PrefetchPayloads(*c, request.keys());
   for (const v1::PageKey& key : request.keys()) {
-    v1::LoadResult* r = response->add_results();
-    absl::Status s = LoadOne(*c, key, r->mutable_page(), tls_scratch);
+    absl::Status s = LoadOne(*c, key, sink, tls_scratch);
     ops_.loads.fetch_add(1, std::memory_order_relaxed);
     if (!s.ok()) {
       ops_.load_misses.fetch_add(1, std::memory_order_relaxed);
-      r->clear_page();
+      sink->AddMiss(s);
     }
-    r->mutable_status()->set_code(static_cast<int32_t>(s.code()));
-    if (!s.ok()) r->mutable_status()->set_message(std::string(s.message()));
   }
   return absl::OkStatus();
 }
 
-absl::Status Node::LoadOne(Client* c, const v1::PageKey& wk, v1::Page* out,
+void Node::PrefetchPayloads(Client* c,
+                            const google::protobuf::RepeatedPtrField<v1::PageKey>& keys) {
+  for (const v1::PageKey& wk : keys) {
+    const Key key{c->id, wk.pool(), wk.object(), wk.index()};
+    Shard& shard = ShardFor(key);
+    MutexLock shard_lock(&shard.mu);
+    const Entry* e = shard.table.Find(key);
+    if (e == nullptr || !e->in_ram()) continue;
+    // A hint only: should the page go before LoadOne copies it, nothing
+    // reads the memory.
+    const uint8_t* payload = slab_.Resolve(e->handle());
+    for (uint32_t off = 0; off < e->length(); off += kCacheLine) {
+      __builtin_prefetch(payload + off);
+    }
+  }
+}
+
+absl::Status Node::LoadOne(Client* c, const v1::PageKey& wk, LoadSink* sink,
                            uint8_t* scratch) {
   const Key key{c->id, wk.pool(), wk.object(), wk.index()};
   Shard& shard = ShardFor(key);
@@ -575,21 +591,23 @@ absl::Status Node::LoadOne(Client* c, const v1::PageKey& wk, v1::Page* out,
   Entry* found = shard.table.Find(key);
   if (found == nullptr) return absl::NotFoundError("no such page");
   Entry& e = *found;
-  *out->mutable_key() = wk;
-  out->set_encoding(static_cast<v1::Encoding>(e.encoding()));
-  out->set_uncompressed_length(kPageSize);
-  out->set_checksum(e.checksum());
-  out->set_generation(e.generation());
+  LoadedPage page;
+  page.key = &wk;
+  page.encoding = static_cast<v1::Encoding>(e.encoding());
+  page.uncompressed_length = kPageSize;
+  page.checksum = e.checksum();
+  page.generation = e.generation();
   if (e.in_ram()) {
     e.set_flag(Entry::kReferenced);
-    out->set_payload(reinterpret_cast<const char*>(slab_.Resolve(e.handle())),
-                     e.length());
+    // Copied out by the sink while the shard lock keeps the slab object.
+    page.payload = absl::MakeConstSpan(slab_.Resolve(e.handle()), e.length());
+    sink->AddPage(page);
     return absl::OkStatus();
   }
   DiskPageHeader h;
-  std::string* payload = out->mutable_payload();
+  std::string payload;
   absl::Status s = disk_tier_->GetPage(
-      DiskPageKey{key.client, key.pool, key.object, key.index}, &h, payload);
+      DiskPageKey{key.client, key.pool, key.object, key.index}, &h, &payload);
   if (s.code() == absl::StatusCode::kNotFound) {
     return absl::DataLossError("page record missing from the disk tier");
   }
@@ -598,15 +616,15 @@ absl::Status Node::LoadOne(Client* c, const v1::PageKey& wk, v1::Page* out,
       h.length != e.length() || h.encoding != e.encoding()) {
     return absl::DataLossError("disk record does not match the index");
   }
+  page.payload = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(payload.data()),
+                                     payload.size());
   // Disks rot; RAM we trust (the client verifies everything anyway).
-  if (absl::Status d = DecodePage(
-          e.encoding(),
-          absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(payload->data()),
-                              payload->size()),
-          kPageSize, e.checksum(), absl::MakeSpan(scratch, kPageSize));
+  if (absl::Status d = DecodePage(e.encoding(), page.payload, kPageSize, e.checksum(),
+                                  absl::MakeSpan(scratch, kPageSize));
       !d.ok()) {
     return absl::DataLossError(absl::StrCat("disk copy is corrupt: ", d.message()));
   }
+  sink->AddPage(page);
   return absl::OkStatus();
 }
 

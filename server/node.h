@@ -39,6 +39,7 @@
 #include "ramster/v1/admin.pb.h"
 #include "ramster/v1/page_store.pb.h"
 #include "server/disk_tier.h"
+#include "server/load_reply.h"
 #include "server/memory_budget.h"
 #include "server/page_table.h"
 #include "server/slab_allocator.h"
@@ -93,8 +94,15 @@ class Node {
   // return value; otherwise one status per page in the response.
   absl::Status Store(const std::string& client, const v1::StoreRequest& request,
                      v1::StoreResponse* response);
+  // Gives `sink` one result per key, in request order (none when the whole
+  // request fails).
   absl::Status Load(const std::string& client, const v1::LoadRequest& request,
-                    v1::LoadResponse* response);
+                    LoadSink* sink);
+  absl::Status Load(const std::string& client, const v1::LoadRequest& request,
+                    v1::LoadResponse* response) {
+    LoadResponseSink sink(response);
+    return Load(client, request, &sink);
+  }
   absl::Status Invalidate(const std::string& client,
                           const v1::InvalidateRequest& request,
                           v1::InvalidateResponse* response);
@@ -157,7 +165,13 @@ class Node {
   std::string EncodeClientMeta(const Client& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(clients_mu_);
 
   absl::Status StoreOne(Client* c, const v1::Page& page, uint8_t* scratch);
-  absl::Status LoadOne(Client* c, const v1::PageKey& key, v1::Page* out,
+  // Asks the CPU for the RAM payloads of `keys` ahead of LoadOne: a batch's
+  // payloads are cold (a donor's pages are read about once), and fetched
+  // together their misses overlap instead of each copy waiting for its own.
+  void PrefetchPayloads(Client* c,
+                        const google::protobuf::RepeatedPtrField<v1::PageKey>& keys);
+  // Gives the page to `sink` if it can be returned; otherwise says why.
+  absl::Status LoadOne(Client* c, const v1::PageKey& key, LoadSink* sink,
                        uint8_t* scratch);
   // Removes every page of (client[, pool[, object]]). REQUIRES: the client's
   // reclaim lock held exclusively.

@@ -1,9 +1,11 @@
 #include "server/services.h"
 
 #include <google/protobuf/arena.h>
+#include <google/protobuf/descriptor.h>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/wire_format_lite.h>
 
+#include <cstdlib>
 #include <string>
 #include <utility>
 
@@ -13,9 +15,45 @@
 #include "common/client_identity.h"
 #include "common/grpc_status.h"
 #include "common/mutex.h"
+#include "server/load_reply.h"
 
 namespace ramster {
 namespace services_internal {
+
+// The index of PageStore.Load among the service's methods, as the generated
+// service numbers them (in .proto order, as the descriptor does).
+inline int LoadMethodIndex() {
+  static const int index = v1::LoadRequest::descriptor()
+                               ->file()
+                               ->FindServiceByName("PageStore")
+                               ->FindMethodByName("Load")
+                               ->index();
+  return index;
+}
+
+// PageStore.Load with its request parsed by gRPC as usual and its reply sent
+// as the bytes the node encoded (LoadReplyEncoder, see load_reply.h): the
+// generated WithAsyncMethod_Load, with a ByteBuffer writer.
+template <class BaseClass>
+class WithEncodedLoadReply : public BaseClass {
+ public:
+  WithEncodedLoadReply() { grpc::Service::MarkMethodAsync(LoadMethodIndex()); }
+  // The synchronous version is never called once the method is async.
+  grpc::Status Load(grpc::ServerContext*, const v1::LoadRequest*, v1::LoadResponse*) override {
+    std::abort();
+  }
+  void RequestLoad(grpc::ServerContext* context, v1::LoadRequest* request,
+                   grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* response,
+                   grpc::CompletionQueue* new_call_cq,
+                   grpc::ServerCompletionQueue* notification_cq, void* tag) {
+    grpc::Service::RequestAsyncUnary(LoadMethodIndex(), context, request, response, new_call_cq,
+                                     notification_cq, tag);
+  }
+};
+
+using PageStoreService = v1::PageStore::WithAsyncMethod_OpenSession<
+    v1::PageStore::WithAsyncMethod_Heartbeat<v1::PageStore::WithAsyncMethod_Store<
+        WithEncodedLoadReply<v1::PageStore::WithAsyncMethod_Invalidate<v1::PageStore::Service>>>>>;
 
 // Outlives every call. The services are what calls wait on; the rest is
 // constant after construction.
@@ -55,7 +93,7 @@ struct Shared {
   bool stopping ABSL_GUARDED_BY(mu) = false;
   int active ABSL_GUARDED_BY(mu) = 0;
 
-  v1::PageStore::AsyncService page_store;
+  PageStoreService page_store;
   v1::Admin::AsyncService admin;
   // Health checks, and UNIMPLEMENTED for any other method no service has.
   grpc::AsyncGenericService generic;
@@ -65,6 +103,7 @@ struct Shared {
 
 namespace {
 
+using services_internal::PageStoreService;
 using services_internal::Shared;
 
 constexpr char kAuthorizationKey[] = "authorization";
@@ -154,8 +193,8 @@ class UnaryCall final : public Call {
         method_(method),
         cq_(cq),
         arena_(arena_block_, sizeof(arena_block_)),
-        request_(google::protobuf::Arena::CreateMessage<Request>(&arena_)),
-        response_(google::protobuf::Arena::CreateMessage<Response>(&arena_)),
+        request_(google::protobuf::Arena::Create<Request>(&arena_)),
+        response_(google::protobuf::Arena::Create<Response>(&arena_)),
         responder_(&ctx_) {}
 
   // REQUIRES: Enter; Leaves once the call is finished.
@@ -322,26 +361,43 @@ absl::Status CallNode(const Shared& shared, const std::string& client, const Req
 
 template <typename Request, typename Response,
           absl::Status (Node::*fn)(const std::string&, const Request&, Response*)>
-Method<v1::PageStore::AsyncService, Request, Response> PageStoreMethod(
-    typename Method<v1::PageStore::AsyncService, Request, Response>::AwaitFn await,
+Method<PageStoreService, Request, Response> PageStoreMethod(
+    typename Method<PageStoreService, Request, Response>::AwaitFn await,
     bool ram_only) {
   return {&Shared::page_store, await, &AdmitClient<Request>,
           &CallNode<Request, Response, fn>, ram_only, /*count_overload=*/true};
 }
 
+// Load's reply: the node's results encoded straight into the buffer gRPC
+// sends (see load_reply.h).
+absl::Status EncodedLoad(const Shared& shared, const std::string& client,
+                         const v1::LoadRequest& request, grpc::ByteBuffer* reply) {
+  LoadReplyEncoder encoder(request.keys_size());
+  if (absl::Status s = shared.node->Load(client, request, &encoder); !s.ok()) return s;
+  LoadReplyEncoder::Encoded encoded = encoder.Release();
+  grpc::Slice slice;  // an empty reply (no keys) is an empty message
+  if (encoded.size > 0) {
+    slice = grpc::Slice(encoded.data.release(), encoded.size, [](void* p) { std::free(p); });
+  }
+  *reply = grpc::ByteBuffer(&slice, 1);
+  return absl::OkStatus();
+}
+
 const auto kOpenSession =
     PageStoreMethod<v1::OpenSessionRequest, v1::OpenSessionResponse, &Node::OpenSession>(
-        &v1::PageStore::AsyncService::RequestOpenSession, /*ram_only=*/false);
+        &PageStoreService::RequestOpenSession, /*ram_only=*/false);
 const auto kHeartbeat =
     PageStoreMethod<v1::HeartbeatRequest, v1::HeartbeatResponse, &Node::Heartbeat>(
-        &v1::PageStore::AsyncService::RequestHeartbeat, /*ram_only=*/true);
+        &PageStoreService::RequestHeartbeat, /*ram_only=*/true);
 const auto kStore = PageStoreMethod<v1::StoreRequest, v1::StoreResponse, &Node::Store>(
-    &v1::PageStore::AsyncService::RequestStore, /*ram_only=*/true);
-const auto kLoad = PageStoreMethod<v1::LoadRequest, v1::LoadResponse, &Node::Load>(
-    &v1::PageStore::AsyncService::RequestLoad, /*ram_only=*/true);
+    &PageStoreService::RequestStore, /*ram_only=*/true);
+const Method<PageStoreService, v1::LoadRequest, grpc::ByteBuffer> kLoad = {
+    &Shared::page_store,          &PageStoreService::RequestLoad,
+    &AdmitClient<v1::LoadRequest>, &EncodedLoad,
+    /*ram_only=*/true,            /*count_overload=*/true};
 const auto kInvalidate =
     PageStoreMethod<v1::InvalidateRequest, v1::InvalidateResponse, &Node::Invalidate>(
-        &v1::PageStore::AsyncService::RequestInvalidate, /*ram_only=*/false);
+        &PageStoreService::RequestInvalidate, /*ram_only=*/false);
 
 // Admin: the caller must present the admin token when the node has one.
 template <typename Request>

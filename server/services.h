@@ -17,8 +17,11 @@
 // back to the io thread, which frees the call. A full queue answers
 // UNAVAILABLE.
 //
-// Each call owns its request and reply on a per-call arena, so a reply of
-// many pages is a few block allocations rather than several per page.
+// Each call owns its request and reply on a per-call arena, so a request of
+// many pages is a few block allocations rather than several per page. Load
+// replies are not built as messages at all: the node encodes its results
+// straight into the buffer gRPC sends (server/load_reply.h), each payload
+// copied once, from the slab.
 //
 // Identity: see common/client_identity.h. Admin calls need the admin token
 // when the node has one (--admin-token-file).
