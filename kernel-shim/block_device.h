@@ -50,6 +50,11 @@ class BlockDevice {
   virtual void WriteBatch(absl::Span<Io> ios) {
     for (Io& io : ios) io.status = Write(io.offset, io.data);
   }
+  // True when a WRITE of whole pages normally returns without waiting for
+  // any I/O (it may still wait under back-pressure): the NBD server then
+  // runs a burst of such writes on the connection's reader instead of
+  // handing them to a worker.
+  virtual bool quick_writes() const { return false; }
   // Everything acknowledged so far is as durable as the device promises.
   virtual absl::Status Flush() = 0;
   // True when writes through one connection are visible to reads through

@@ -57,6 +57,8 @@ ABSL_FLAG(int, nbd_workers, ramster::NbdServerOptions().workers,
           "threads executing NBD requests (each runs a batch of waiting requests at a time)");
 ABSL_FLAG(bool, nbd_inline, ramster::NbdServerOptions().inline_lone_requests,
           "run a connection's lone request on its reader thread instead of waking a worker");
+ABSL_FLAG(bool, nbd_quick_writes, ramster::NbdServerOptions().inline_quick_writes,
+          "with a write-behind area: run a burst of whole-page writes on the connection's reader");
 ABSL_FLAG(ramster::ByteSize, nbd_batch,
           ramster::ByteSize(ramster::NbdServerOptions().max_batch_bytes),
           "most bytes of waiting READs or WRITEs run as one batch (one request per peer)");
@@ -64,6 +66,8 @@ ABSL_FLAG(ramster::ByteSize, write_behind,
           ramster::ByteSize(ramster::WriteBehindOptions().capacity_bytes),
           "staging area for whole-page writes: acknowledged once copied there, sent to the tiers in "
           "batches by background flushers; FLUSH/FUA wait for them (0: write through)");
+ABSL_FLAG(int, write_behind_flushers, ramster::WriteBehindOptions().flushers,
+          "threads sending staged pages to the tiers");
 ABSL_FLAG(absl::Duration, call_timeout, absl::Seconds(2), "deadline of every call to a peer");
 ABSL_FLAG(std::string, admin_listen, "",
           "serve the Admin status (for ramsterctl) on this HOST:PORT (port 0: any)");
@@ -143,6 +147,7 @@ int Run() {
   nbd_options.workers = absl::GetFlag(FLAGS_nbd_workers);
   nbd_options.max_batch_bytes = absl::GetFlag(FLAGS_nbd_batch).bytes;
   nbd_options.inline_lone_requests = absl::GetFlag(FLAGS_nbd_inline);
+  nbd_options.inline_quick_writes = absl::GetFlag(FLAGS_nbd_quick_writes);
   nbd_options.unix_path = absl::GetFlag(FLAGS_nbd_unix);
   nbd_options.tcp_listen = absl::GetFlag(FLAGS_nbd_listen);
   if (nbd_options.unix_path.empty() && nbd_options.tcp_listen.empty()) {
@@ -216,6 +221,7 @@ int Run() {
   if (staging > 0) {
     WriteBehindOptions w;
     w.capacity_bytes = staging;
+    w.flushers = absl::GetFlag(FLAGS_write_behind_flushers);
     absl::StatusOr<std::unique_ptr<WriteBehindDevice>> d = WriteBehindDevice::Create(&device, w);
     if (!d.ok()) return Fail(absl::StrCat("--write-behind: ", d.status().ToString()));
     write_behind = std::move(*d);

@@ -860,16 +860,29 @@ void NbdServer::Transmission(Connection* c) {
   StreamReader in(c->fd());
   const uint64_t size = device_->size();
   const auto max_payload = static_cast<uint32_t>(options_.max_request_bytes);
-  // Requests parsed but not queued yet. They go to the queue together, and
-  // always before the reader might block (on the socket, on buffer space,
-  // on sending an error): a request never waits for a later one.
+  // Requests parsed but not queued yet. They go to the queue together (or,
+  // quick writes, run here), and always before the reader might block (on
+  // the socket, on buffer space, on sending an error): a request never
+  // waits for a later one.
   std::vector<Job> ready;
   ready.reserve(kMaxReady);
-  const auto queue_ready = [&] {
-    if (!ready.empty()) queue_->PushAll(&ready);
-  };
   // In flight on this connection when the last request was started.
   int inflight = 0;
+  const bool quick_writes = options_.inline_quick_writes && device_->quick_writes();
+  const auto queue_ready = [&] {
+    if (ready.empty()) return;
+    if (quick_writes && QuickWriteBurst(ready)) {
+      inline_requests_ += ready.size();
+      if (ready.size() == 1) {
+        Execute(&ready[0]);
+      } else {
+        ExecuteBatch(absl::MakeSpan(ready));
+      }
+      ready.clear();
+      return;
+    }
+    queue_->PushAll(&ready);
+  };
   uint8_t header[nbd::kRequestBytes];
   for (;;) {
     if (in.buffered() < sizeof(header) && options_.inline_lone_requests &&
@@ -925,6 +938,21 @@ void NbdServer::Transmission(Connection* c) {
     ready.push_back(std::move(job));
   }
   queue_ready();
+}
+
+bool NbdServer::QuickWriteBurst(const std::vector<Job>& jobs) {
+  if (jobs.empty()) return false;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const Request& r = jobs[i].request;
+    if (r.type != nbd::kCmdWrite || !Batchable(r) || (r.flags & nbd::kCmdFlagFua) != 0) {
+      return false;
+    }
+    const PageRange pages = PagesOf(r);
+    for (size_t k = 0; k < i; ++k) {
+      if (pages.Overlaps(PagesOf(jobs[k].request))) return false;
+    }
+  }
+  return true;
 }
 
 void NbdServer::WorkerLoop() {

@@ -43,6 +43,13 @@
 // that arrives meanwhile waits in the socket until the lone one is done,
 // then goes the usual way. inline_lone_requests turns this off.
 //
+// Quick writes: on a device whose whole-page writes return without I/O
+// (BlockDevice::quick_writes, e.g. a write-behind area), a burst made only
+// of whole-page WRITEs without FUA that touch no page twice runs on the
+// reader as one batch, replies in one send: no worker wakeups at all.
+// Anything else in the burst sends the whole burst the usual way.
+// inline_quick_writes turns this off.
+//
 // Malformed input: a request that can be answered is answered with the
 // protocol's error (and a rejected WRITE's payload is read and dropped, so
 // the stream stays in sync); a stream that cannot be resynchronized (bad
@@ -96,6 +103,9 @@ struct NbdServerOptions {
   size_t max_batch_bytes = 128 << 10;
   // Run a connection's lone request on its reader (see above).
   bool inline_lone_requests = true;
+  // Run bursts of whole-page writes on the reader when the device's writes
+  // are quick (see above).
+  bool inline_quick_writes = true;
   // Connections beyond this are closed as soon as they are accepted.
   int max_connections = 32;
   // A client must finish the handshake within this time.
@@ -197,6 +207,9 @@ class NbdServer {
   // REQUIRES: jobs of one connection, all READs or all WRITEs, whole
   // pages, not overlapping (JobQueue::PopBatch).
   void ExecuteBatch(absl::Span<Job> jobs);
+  // True when `jobs` (a burst, in order) may run on the reader as one
+  // batch: all whole-page WRITEs without FUA, no page touched twice.
+  static bool QuickWriteBurst(const std::vector<Job>& jobs);
   // Counts a finished request (stats, the error log); its NBD error.
   uint32_t Account(const nbd::Request& r, const absl::Status& s);
   // Replies to `jobs` (of one connection; errors[i] for jobs[i]) in as few

@@ -88,6 +88,7 @@ class InstrumentedDevice final : public BlockDevice {
     return batches_;
   }
   bool can_multi_conn() const override { return multi_conn; }
+  bool quick_writes() const override { return quick; }
 
   // Reads block (after entering) until Release(); held() says how many wait.
   void HoldReads() {
@@ -107,6 +108,7 @@ class InstrumentedDevice final : public BlockDevice {
   // Set before the server starts.
   absl::Status read_status, write_status;
   bool multi_conn = true;
+  bool quick = false;  // what quick_writes() says
   std::atomic<int> flushes{0};
 
  private:
@@ -711,6 +713,82 @@ TEST_F(NbdServerTest, LoneRequestsRunOnTheirReader) {
   }
   // One at a time: every one of them ran on the reader.
   EXPECT_EQ(server_->stats().inline_requests, 40u);
+}
+
+// One send holding several requests (headers and WRITE payloads): they
+// arrive as one burst.
+std::vector<uint8_t> Burst(const std::vector<std::pair<nbd::Request, std::vector<uint8_t>>>& rs) {
+  std::vector<uint8_t> out;
+  for (const auto& [r, payload] : rs) {
+    const auto h = nbd::EncodeRequest(r);
+    out.insert(out.end(), h.begin(), h.end());
+    out.insert(out.end(), payload.begin(), payload.end());
+  }
+  return out;
+}
+
+TEST_F(NbdServerTest, BurstsOfQuickWholePageWritesRunOnTheReader) {
+  device_->quick = true;
+  options_.workers = 1;
+  StartServer();
+  auto c = ConnectAndGo();
+  std::vector<std::pair<nbd::Request, std::vector<uint8_t>>> rs;
+  std::map<uint64_t, uint32_t> lengths;
+  for (uint64_t i = 0; i < 12; ++i) {
+    const uint32_t len = i == 5 ? 3 * 4096 : 4096;
+    rs.push_back({{nbd::kRequestMagic, 0, nbd::kCmdWrite, 300 + i, (4 * i) * 4096, len},
+                  Pattern(len, static_cast<uint8_t>(i + 1))});
+    lengths[300 + i] = 0;
+  }
+  ASSERT_TRUE(c->SendBytes(Burst(rs)).ok());
+  std::map<uint64_t, Reply> replies = RecvReplies(c.get(), 12, lengths);
+  ASSERT_EQ(replies.size(), 12u);
+  for (const auto& [handle, reply] : replies) EXPECT_EQ(reply.error, 0u) << handle;
+  // Every one ran on the reader, and the device saw batches of them.
+  NbdServerStats st = server_->stats();
+  EXPECT_EQ(st.inline_requests, 12u);
+  EXPECT_GE(st.batched_requests, 2u);
+  for (uint64_t i = 0; i < 12; ++i) {
+    std::vector<uint8_t> back;
+    ASSERT_EQ(*c->Read((4 * i) * 4096, rs[i].second.size(), &back), 0u);
+    EXPECT_EQ(back, rs[i].second) << i;
+  }
+}
+
+TEST_F(NbdServerTest, ABurstWithFuaPartialOverlappingOrOtherRequestsGoesToTheWorkers) {
+  device_->quick = true;
+  StartServer();
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> page = Pattern(4096, 7);
+  const std::vector<std::vector<std::pair<nbd::Request, std::vector<uint8_t>>>> bursts = {
+      // a FUA write
+      {{{nbd::kRequestMagic, 0, nbd::kCmdWrite, 1, 0, 4096}, page},
+       {{nbd::kRequestMagic, nbd::kCmdFlagFua, nbd::kCmdWrite, 2, 4096, 4096}, page}},
+      // a partial write
+      {{{nbd::kRequestMagic, 0, nbd::kCmdWrite, 3, 8192, 4096}, page},
+       {{nbd::kRequestMagic, 0, nbd::kCmdWrite, 4, 3 * 4096 + 10, 100}, Pattern(100, 9)}},
+      // two writes to one page (in flight together: NBD lets them run in
+      // either order, so the page ends up as one of them)
+      {{{nbd::kRequestMagic, 0, nbd::kCmdWrite, 5, 5 * 4096, 4096}, Pattern(4096, 1)},
+       {{nbd::kRequestMagic, 0, nbd::kCmdWrite, 6, 5 * 4096, 4096}, Pattern(4096, 2)}},
+      // a write and a read
+      {{{nbd::kRequestMagic, 0, nbd::kCmdWrite, 7, 6 * 4096, 4096}, page},
+       {{nbd::kRequestMagic, 0, nbd::kCmdRead, 8, 7 * 4096, 4096}, {}}},
+  };
+  for (const auto& b : bursts) {
+    ASSERT_TRUE(c->SendBytes(Burst(b)).ok());
+    std::map<uint64_t, uint32_t> lengths;
+    for (const auto& [r, payload] : b) lengths[r.handle] = r.type == nbd::kCmdRead ? r.length : 0;
+    std::map<uint64_t, Reply> replies = RecvReplies(c.get(), b.size(), lengths);
+    ASSERT_EQ(replies.size(), b.size());
+    for (const auto& [handle, reply] : replies) EXPECT_EQ(reply.error, 0u) << handle;
+  }
+  EXPECT_EQ(server_->stats().inline_requests, 0u);
+  std::vector<uint8_t> back;
+  ASSERT_EQ(*c->Read(5 * 4096, 4096, &back), 0u);
+  EXPECT_TRUE(back == Pattern(4096, 1) || back == Pattern(4096, 2));
+  ASSERT_EQ(*c->Read(3 * 4096, 4096, &back), 0u);
+  EXPECT_EQ(Slice(back, 10, 100), Pattern(100, 9));
 }
 
 TEST_F(NbdServerTest, ARequestArrivingWhileALoneOneRunsWaitsForItThenCompletes) {

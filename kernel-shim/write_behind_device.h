@@ -58,7 +58,7 @@ struct WriteBehindOptions {
   // Most pages a flusher hands the device behind at once.
   size_t max_flush_pages = 256;
   // Flusher threads (a slot is still flushed by one at a time).
-  int flushers = 2;
+  int flushers = 1;
   // How long a flusher waits before retrying pages whose flush failed.
   absl::Duration retry_delay = absl::Milliseconds(50);
 };
@@ -100,6 +100,8 @@ class WriteBehindDevice final : public BlockDevice {
   // behind, then flushes it. The device's error if its flushes keep failing.
   absl::Status Flush() override;
   bool can_multi_conn() const override { return inner_->can_multi_conn(); }
+  // A whole-page write is a copy into a frame (unless the area is full).
+  bool quick_writes() const override { return true; }
 
   Stats stats() const;
 
