@@ -158,15 +158,17 @@ bool ClusterTier::IsSelf(const Peer& p) const {
   return !options_.self_node_id.empty() && p.node_id() == options_.self_node_id;
 }
 
-// Rendezvous (highest random weight) hashing: every peer scores the slot;
-// the highest scores win. Adding or losing a peer moves only its share.
+// Rendezvous (highest random weight) hashing: every peer scores the slot's
+// run of kPlacementRun slots; the highest scores win. Adding or losing a
+// peer moves only its share.
 std::vector<Peer*> ClusterTier::Ranked(uint64_t slot, const std::vector<int>& exclude) {
+  const uint64_t run = slot / kPlacementRun;
   std::vector<std::pair<uint64_t, Peer*>> scored;
   {
     MutexLock lock(&peers_mu_);
     for (auto& p : peers_) {
       if (std::find(exclude.begin(), exclude.end(), p->id()) != exclude.end()) continue;
-      scored.emplace_back(absl::HashOf(slot, p->address()), p.get());
+      scored.emplace_back(absl::HashOf(run, p->address()), p.get());
     }
   }
   std::sort(scored.begin(), scored.end(),
@@ -202,6 +204,12 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
   };
   std::vector<Progress> progress(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
+    // Pages of one run rank the peers alike (batches are mostly in slot
+    // order): rank once per run.
+    if (i > 0 && items[i]->key.index / kPlacementRun == items[i - 1]->key.index / kPlacementRun) {
+      progress[i].candidates = progress[i - 1].candidates;
+      continue;
+    }
     for (Peer* p : Ranked(items[i]->key.index, {})) {
       if (p->eligible()) progress[i].candidates.push_back(p);
     }

@@ -1,10 +1,14 @@
 // ClusterTier: pages in the RAM of remote peers (ramster-servers).
 //
-// Placement: rendezvous hashing of the slot over the peers that are eligible
-// (up, in session, not draining, not full; never this host's own server,
-// named by `self_node_id`). A page goes to `replicas` distinct peers; fewer
-// acks still keep the page but report it not durable, so the stack also
-// writes it to the next tier (the local swap file).
+// Placement: rendezvous hashing of the slot's run (kPlacementRun slots in a
+// row) over the peers that are eligible (up, in session, not draining, not
+// full; never this host's own server, named by `self_node_id`). A page goes
+// to `replicas` distinct peers; fewer acks still keep the page but report it
+// not durable, so the stack also writes it to the next tier (the local swap
+// file). Runs rather than single slots: the pages of a run that a server
+// holds fill one block of its index (server/page_table.h) instead of a few
+// pages each in many, and the kernel's swap clusters (consecutive slots)
+// travel to one peer in one request rather than to all of them.
 //
 // Failure handling: every call has a deadline; failed calls and health
 // checks mark peers down; a background thread then re-replicates the pages
@@ -59,6 +63,8 @@ class ClusterTier final : public Tier {
  public:
   static constexpr int kMaxReplicas = 3;
   static constexpr int kMaxPeers = 256;
+  // Slots placed together (the server's index block: PageTable::kBlockPages).
+  static constexpr uint64_t kPlacementRun = 64;
 
   // Resolves the peers and checks their health once before returning.
   static absl::StatusOr<std::unique_ptr<ClusterTier>> Create(ClusterOptions options);

@@ -433,8 +433,11 @@ TEST(Cluster, OverwritesWhileKillingPeersNeverReadStale) {
 
 TEST(Cluster, DrainingPeerGetsNoNewPagesAndItsPagesMoveOff) {
   Cluster c(3, "64M");
-  Client cl = MakeClient(c, 300, 2);
-  for (uint64_t s = 0; s < 300; ++s) ASSERT_TRUE(cl.stack->Store(s, Content(s, 1)).ok());
+  // 300 pages, each in its own placement run, so that every peer gets some
+  // whatever its address hashes to.
+  const auto slot = [](uint64_t i) { return i * ClusterTier::kPlacementRun; };
+  Client cl = MakeClient(c, slot(300), 2);
+  for (uint64_t i = 0; i < 300; ++i) ASSERT_TRUE(cl.stack->Store(slot(i), Content(i, 1)).ok());
   ASSERT_GT(c.Status(2).pages_in_ram(), 0u);
   c.Drain(2);
   for (int i = 0; i < 20 && cl.cluster->SlotsNeedingRepair() > 0; ++i) {
@@ -444,14 +447,16 @@ TEST(Cluster, DrainingPeerGetsNoNewPagesAndItsPagesMoveOff) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_EQ(c.Status(2).pages_in_ram(), 0u);
-  for (uint64_t s = 300; s > 0; --s) {
-    ASSERT_TRUE(cl.stack->Store(s - 1, Content(s - 1, 2)).ok());
+  for (uint64_t i = 300; i > 0; --i) {
+    ASSERT_TRUE(cl.stack->Store(slot(i - 1), Content(i - 1, 2)).ok());
   }
   EXPECT_EQ(c.Status(2).pages_in_ram(), 0u);
   // With two usable peers left, replicas=2 still holds everywhere.
   EXPECT_EQ(c.Status(0).pages_in_ram(), 300u);
   EXPECT_EQ(c.Status(1).pages_in_ram(), 300u);
-  for (uint64_t s = 0; s < 300; ++s) ASSERT_TRUE(ReadsBack(cl.stack.get(), s, Content(s, 2)));
+  for (uint64_t i = 0; i < 300; ++i) {
+    ASSERT_TRUE(ReadsBack(cl.stack.get(), slot(i), Content(i, 2)));
+  }
 }
 
 }  // namespace
