@@ -17,14 +17,14 @@ namespace ramster {
 namespace {
 
 // Takes the completions of `calls` calls (of type Call, each its own tag)
-// off `cq` as they come, finishing each with `finish`; then shuts the queue
-// down and drains it. Every call has a deadline, so this returns in time.
+// off `cq` as they come (polling for each up to `poll` first), finishing
+// each with `finish`; then shuts the queue down and drains it. Every call
+// has a deadline, so this returns in time.
 template <typename Call, typename Finish>
-void AwaitCalls(grpc::CompletionQueue* cq, size_t calls, Finish finish) {
+void AwaitCalls(grpc::CompletionQueue* cq, size_t calls, absl::Duration poll, Finish finish) {
   for (size_t done = 0; done < calls; ++done) {
-    void* tag = nullptr;
-    bool ok = false;
-    if (!cq->Next(&tag, &ok)) break;  // never: the queue is shut down below
+    void* tag = NextPolled(cq, poll);
+    if (tag == nullptr) break;  // never: the queue is shut down below
     finish(static_cast<Call*>(tag));
   }
   cq->Shutdown();
@@ -263,7 +263,7 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
         start += sent;
       }
     }
-    AwaitCalls<Peer::StoreCall>(&cq, calls.size(),
+    AwaitCalls<Peer::StoreCall>(&cq, calls.size(), absl::ZeroDuration(),
                                 [](Peer::StoreCall* call) { call->peer->FinishStore(call); });
     for (Ask& a : asks) {
       if (a.store.result.ok()) {
@@ -329,7 +329,7 @@ void ClusterTier::LoadBatch(absl::Span<LoadItem* const> items) {
         PeerById(static_cast<int>(id))->StartLoad(&calls.back(), mine.subspan(start), &cq);
       }
     }
-    AwaitCalls<Peer::LoadCall>(&cq, calls.size(),
+    AwaitCalls<Peer::LoadCall>(&cq, calls.size(), options_.peer.reply_poll,
                                [](Peer::LoadCall* call) { call->peer->FinishLoad(call); });
   }
   for (const auto& mine : by_peer) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/busy_poll.h"
 #include "common/client_identity.h"
 #include "common/grpc_status.h"
 
@@ -367,6 +368,18 @@ void Peer::TakeLoadResponse(const grpc::Status& s, const v1::LoadResponse& resp,
 }
 
 void Peer::LoadMany(absl::Span<LoadItem* const> items) {
+  if (options_.reply_poll > absl::ZeroDuration()) {
+    // The same call, completed on a queue this thread polls for a while
+    // before it sleeps on it.
+    thread_local grpc::CompletionQueue cq;
+    for (size_t start = 0; start < items.size(); start += kMaxLoadKeys) {
+      auto call = std::make_unique<LoadCall>();
+      StartLoad(call.get(), items.subspan(start, kMaxLoadKeys), &cq);
+      NextPolled(&cq, options_.reply_poll);
+      FinishLoad(call.get());
+    }
+    return;
+  }
   for (size_t start = 0; start < items.size(); start += kMaxLoadKeys) {
     absl::Span<LoadItem* const> chunk = items.subspan(start, kMaxLoadKeys);
     v1::LoadRequest req;
@@ -379,6 +392,18 @@ void Peer::LoadMany(absl::Span<LoadItem* const> items) {
     grpc::Status s = stub()->Load(&ctx, req, resp);
     TakeLoadResponse(s, *resp, chunk);
   }
+}
+
+void* NextPolled(grpc::CompletionQueue* cq, absl::Duration poll) {
+  void* tag = nullptr;
+  bool ok = false;
+  if (BusyPoll::Poll(poll, [&] {
+        return cq->AsyncNext(&tag, &ok, gpr_time_0(GPR_CLOCK_REALTIME)) ==
+               grpc::CompletionQueue::GOT_EVENT;
+      })) {
+    return tag;
+  }
+  return cq->Next(&tag, &ok) ? tag : nullptr;
 }
 
 void Peer::StartLoad(LoadCall* call, absl::Span<LoadItem* const> items,

@@ -46,7 +46,14 @@ struct PeerOptions {
   size_t max_queued_bytes = 4 << 20;
   // Consecutive failed calls that mark a peer down.
   int failures_to_down = 2;
+  // A thread waiting for a Load reply polls for it this long before it
+  // sleeps (common/busy_poll.h); zero: it sleeps at once.
+  absl::Duration reply_poll = absl::ZeroDuration();
 };
+
+// The next completion on `cq` (its tag; null once the queue is shut down
+// and drained), polled for up to `poll` first (common/busy_poll.h).
+void* NextPolled(grpc::CompletionQueue* cq, absl::Duration poll);
 
 class Peer {
  public:

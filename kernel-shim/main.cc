@@ -68,6 +68,12 @@ ABSL_FLAG(ramster::ByteSize, write_behind,
           "batches by background flushers; FLUSH/FUA wait for them (0: write through)");
 ABSL_FLAG(int, write_behind_flushers, ramster::WriteBehindOptions().flushers,
           "threads sending staged pages to the tiers");
+ABSL_FLAG(absl::Duration, poll_requests, absl::Microseconds(50),
+          "an NBD connection's reader polls for the next request this long before it sleeps "
+          "(one polling thread at a time; 0: never)");
+ABSL_FLAG(absl::Duration, poll_replies, absl::Microseconds(150),
+          "a thread waiting for a peer's Load reply polls for it this long before it sleeps "
+          "(one polling thread at a time; 0: never)");
 ABSL_FLAG(absl::Duration, call_timeout, absl::Seconds(2), "deadline of every call to a peer");
 ABSL_FLAG(std::string, admin_listen, "",
           "serve the Admin status (for ramsterctl) on this HOST:PORT (port 0: any)");
@@ -148,6 +154,7 @@ int Run() {
   nbd_options.max_batch_bytes = absl::GetFlag(FLAGS_nbd_batch).bytes;
   nbd_options.inline_lone_requests = absl::GetFlag(FLAGS_nbd_inline);
   nbd_options.inline_quick_writes = absl::GetFlag(FLAGS_nbd_quick_writes);
+  nbd_options.request_poll = absl::GetFlag(FLAGS_poll_requests);
   nbd_options.unix_path = absl::GetFlag(FLAGS_nbd_unix);
   nbd_options.tcp_listen = absl::GetFlag(FLAGS_nbd_listen);
   if (nbd_options.unix_path.empty() && nbd_options.tcp_listen.empty()) {
@@ -207,6 +214,7 @@ int Run() {
     o.peer.boot_epoch = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
     o.peer.pool = kSwapPool;
     o.peer.call_timeout = absl::GetFlag(FLAGS_call_timeout);
+    o.peer.reply_poll = absl::GetFlag(FLAGS_poll_replies);
     absl::StatusOr<std::unique_ptr<ClusterTier>> c = ClusterTier::Create(std::move(o));
     if (!c.ok()) return Fail(c.status().ToString());
     cluster = c->get();

@@ -20,6 +20,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/busy_poll.h"
 
 namespace ramster {
 
@@ -73,12 +74,16 @@ Io Discard(int fd, uint64_t n) {
 // The transmission phase's reads, buffered: one recv takes whatever has
 // arrived (a burst of pipelined requests, or a header with its payload), so
 // that a burst costs one system call and reaches the workers at once. A
-// large payload goes from the socket straight into its own buffer.
+// large payload goes from the socket straight into its own buffer. With a
+// `poll` budget, an empty buffer is refilled by polling the socket for that
+// long before sleeping on it (common/busy_poll.h): at queue depth 1 the next
+// request comes within microseconds of the last reply.
 class StreamReader {
  public:
   static constexpr size_t kBufferBytes = 16 << 10;
 
-  explicit StreamReader(int fd) : fd_(fd), buf_(new uint8_t[kBufferBytes]) {}
+  StreamReader(int fd, absl::Duration poll)
+      : fd_(fd), poll_(poll), buf_(new uint8_t[kBufferBytes]) {}
 
   // Bytes that have arrived and are not consumed: reading up to this many
   // does not block.
@@ -96,6 +101,14 @@ class StreamReader {
     if (n >= kBufferBytes / 2) return ReadFull(fd_, p, n);
     // The buffer is empty: refill it with at least `n` bytes.
     pos_ = end_ = 0;
+    bool eof = false;
+    BusyPoll::Poll(poll_, [&] {
+      ssize_t r = recv(fd_, buf_.get() + end_, kBufferBytes - end_, MSG_DONTWAIT);
+      if (r > 0) end_ += static_cast<size_t>(r);
+      eof = r == 0;
+      return end_ >= n || eof || (r < 0 && errno != EAGAIN && errno != EINTR);
+    });
+    if (eof) return Io::kEof;
     while (end_ < n) {
       ssize_t r = recv(fd_, buf_.get() + end_, kBufferBytes - end_, 0);
       if (r > 0) {
@@ -120,6 +133,7 @@ class StreamReader {
 
  private:
   const int fd_;
+  const absl::Duration poll_;
   const std::unique_ptr<uint8_t[]> buf_;
   size_t pos_ = 0, end_ = 0;  // buf_[pos_, end_) is unread
 };
@@ -857,7 +871,7 @@ bool NbdServer::HandleInfo(Connection* c, uint32_t option, absl::Span<const uint
 // ---- transmission ----------------------------------------------------------------
 
 void NbdServer::Transmission(Connection* c) {
-  StreamReader in(c->fd());
+  StreamReader in(c->fd(), options_.request_poll);
   const uint64_t size = device_->size();
   const auto max_payload = static_cast<uint32_t>(options_.max_request_bytes);
   // Requests parsed but not queued yet. They go to the queue together (or,

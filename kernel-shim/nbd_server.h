@@ -106,6 +106,9 @@ struct NbdServerOptions {
   // Run bursts of whole-page writes on the reader when the device's writes
   // are quick (see above).
   bool inline_quick_writes = true;
+  // A connection's reader polls an empty socket this long before it sleeps
+  // on it (common/busy_poll.h); zero: it sleeps at once.
+  absl::Duration request_poll = absl::ZeroDuration();
   // Connections beyond this are closed as soon as they are accepted.
   int max_connections = 32;
   // A client must finish the handshake within this time.

@@ -702,6 +702,7 @@ TEST(NbdErrno, OneMappingFromStatusToNbdError) {
 
 TEST_F(NbdServerTest, LoneRequestsRunOnTheirReader) {
   options_.inline_lone_requests = true;
+  options_.request_poll = absl::Microseconds(200);  // the shim's reader polls
   StartServer();
   auto c = ConnectAndGo();
   for (uint64_t i = 0; i < 20; ++i) {

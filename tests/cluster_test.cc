@@ -95,8 +95,12 @@ struct Client {
   std::unique_ptr<TierStack> stack;
 };
 
+// `reply_poll`: how long a thread waiting for a Load reply polls for it (the
+// shim polls; the tests that pass it cover that path, the others the one
+// that sleeps at once).
 Client MakeClient(const Cluster& c, uint64_t slots, int replicas, const std::string& self = "",
-                  absl::Duration timeout = absl::Seconds(1)) {
+                  absl::Duration timeout = absl::Seconds(1),
+                  absl::Duration reply_poll = absl::ZeroDuration()) {
   ClusterOptions o;
   o.peers = c.addresses();
   o.self_node_id = self;
@@ -106,6 +110,7 @@ Client MakeClient(const Cluster& c, uint64_t slots, int replicas, const std::str
   o.peer.boot_epoch = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
   o.peer.pool = kPool;
   o.peer.call_timeout = timeout;
+  o.peer.reply_poll = reply_poll;
   auto cluster = ClusterTier::Create(o);
   EXPECT_TRUE(cluster.ok()) << cluster.status();
   auto file = LocalFileTier::Open(TempPath("swap") + "/swapfile", slots);
@@ -215,7 +220,7 @@ TEST(Cluster, RangesTravelInBatchesAndSurviveAPeerDying) {
 TEST(Cluster, KillOnePeerDuringWritesAndReadsLosesNothingAndHeals) {
   Cluster c(4, "64M");
   const uint64_t kSlots = 2000;
-  Client cl = MakeClient(c, kSlots, 2);
+  Client cl = MakeClient(c, kSlots, 2, "", absl::Seconds(1), absl::Microseconds(150));
   std::vector<uint64_t> version(kSlots, 0);
   std::mt19937_64 rng(3);
   int killed_at = -1;
@@ -324,7 +329,7 @@ TEST(Cluster, InjectedFaultsNeverYieldWrongBytes) {
 TEST(Cluster, AHungPeerCostsDeadlinesNotErrors) {
   Cluster c(3, "64M");
   const uint64_t kSlots = 400;
-  Client cl = MakeClient(c, kSlots, 2, "", absl::Milliseconds(300));
+  Client cl = MakeClient(c, kSlots, 2, "", absl::Milliseconds(300), absl::Microseconds(150));
   for (uint64_t s = 0; s < kSlots; ++s) ASSERT_TRUE(cl.stack->Store(s, Content(s, 1)).ok());
   // A peer that hangs (SIGSTOP: its socket stays open, nothing answers):
   // calls to it run into their deadlines, it is marked down, and reads and
@@ -362,7 +367,7 @@ TEST(Cluster, FullPeersSendPagesToTheLocalFileWithoutErrors) {
 TEST(Cluster, AllPeersGoneThenBack) {
   Cluster c(3, "64M");
   const uint64_t kSlots = 600;
-  Client cl = MakeClient(c, kSlots, 2, "", absl::Milliseconds(300));
+  Client cl = MakeClient(c, kSlots, 2, "", absl::Milliseconds(300), absl::Microseconds(150));
   std::vector<uint64_t> version(kSlots, 0);
   auto write_range = [&](uint64_t from, uint64_t to, uint64_t v) {
     for (uint64_t s = from; s < to; ++s) {

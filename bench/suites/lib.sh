@@ -26,7 +26,7 @@ start_shim() {
   rm -f "$WORK/$name.sock" "$WORK/$name.stats.json" "$WORK/$name.local.swap"
   bgrun "$SHIM" --size=1G --peers="$peers" --replicas="$replicas" --local-swap="$WORK/$name.local.swap" \
     --nbd-unix="$WORK/$name.sock" --stats-file="$WORK/$name.stats.json" --memory-budget=512M \
-    --client-id="bench-$name" 2>"$WORK/$name.log"
+    --client-id="bench-$name" ${SHIM_EXTRA_FLAGS:-} 2>"$WORK/$name.log"
   SHIM_PID=$BG_PID
   defer "kill -TERM $SHIM_PID; sleep 0.3; kill -KILL $SHIM_PID; wait $SHIM_PID"
   local i

@@ -10,7 +10,7 @@
 # Backends run round-robin within each run. While the workload runs, a
 # sampler records zram's mm_stat, or `ramsterctl status --json`, the servers'
 # RSS and the shim's stats file, every 0.5-1 s (raw/swap-*-samples.jsonl).
-SWAP_BACKENDS="ram loop-file zram-lz4 nbdkit ramster-r1 ramster-r2"
+SWAP_BACKENDS=${SWAP_BACKENDS:-"ram loop-file zram-lz4 nbdkit ramster-r1 ramster-r2"}
 
 swap_setup() {  # backend run -> sets SW_DEV; registers teardown (not in a subshell)
   local b="$1" r="$2" dev state="$WORK/swapstate-$1-$2"
