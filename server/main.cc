@@ -43,6 +43,9 @@ ABSL_FLAG(absl::Duration, lease, absl::Minutes(10),
 ABSL_FLAG(std::string, admin_token_file, "",
           "file holding the token Admin calls must present (empty: none needed)");
 ABSL_FLAG(int, workers, 4, "threads serving requests that may touch the disk, and Admin");
+ABSL_FLAG(absl::Duration, poll_requests, absl::Microseconds(150),
+          "an io thread polls for the next request this long before it sleeps, yielding its CPU "
+          "between tries (one polling thread at a time; 0: never)");
 ABSL_FLAG(int, io_threads, 1,
           "threads taking calls off gRPC's completion queues (one queue each); they answer "
           "what RAM alone can answer");
@@ -124,6 +127,7 @@ int Run() {
   }
   std::unique_ptr<Node> node = std::move(*opened);
   Services services(node.get(), &work, token, io_threads);
+  services.set_request_poll(absl::GetFlag(FLAGS_poll_requests));
   services.Register(&builder);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {

@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "ramster/v1/admin.grpc.pb.h"
 #include "ramster/v1/page_store.grpc.pb.h"
 #include "server/node.h"
@@ -77,6 +78,9 @@ class Services {
   Services(const Services&) = delete;
   Services& operator=(const Services&) = delete;
 
+  // Before Start: how long an io thread polls its queue before it sleeps
+  // (zero, the default: it sleeps at once).
+  void set_request_poll(absl::Duration poll) { request_poll_ = poll; }
   // Adds the services and one completion queue per io thread to `builder`.
   void Register(grpc::ServerBuilder* builder);
   // REQUIRES: the server built from that builder has started. Waits for the
@@ -87,6 +91,7 @@ class Services {
 
  private:
   const int io_threads_;
+  absl::Duration request_poll_ = absl::ZeroDuration();
   // What the calls share: the node, the work queue, the token, the
   // generated services.
   const std::unique_ptr<services_internal::Shared> shared_;

@@ -95,6 +95,7 @@ class ServicesTest : public ::testing::Test {
     node_ = std::move(*node);
     work_ = std::make_unique<WorkQueue>(workers, max_pending);
     services_ = std::make_unique<Services>(node_.get(), work_.get(), token, io_threads);
+    services_->set_request_poll(request_poll_);
     grpc::ServerBuilder builder;
     int port = 0;
     if (tcp) builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -173,6 +174,7 @@ class ServicesTest : public ::testing::Test {
 
   std::unique_ptr<Node> node_;
   std::unique_ptr<WorkQueue> work_;
+  absl::Duration request_poll_ = absl::ZeroDuration();  // set before StartServer
   std::unique_ptr<Services> services_;
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -357,6 +359,7 @@ TEST_F(ServicesTest, HealthCheck) {
 }
 
 TEST_F(ServicesTest, SeveralIoThreadsServeConcurrentClients) {
+  request_poll_ = absl::Microseconds(200);  // and poll their queues
   StartServer(/*workers=*/2, /*max_pending=*/64, /*token=*/"", /*io_threads=*/4);
   constexpr int kClients = 4;
   constexpr int kPages = 50;
@@ -409,6 +412,7 @@ struct PendingCalls {
 };
 
 TEST_F(ServicesTest, ShutdownLetsQueuedCallsFinish) {
+  request_poll_ = absl::Microseconds(200);  // an io thread may be polling
   StartServer(/*workers=*/1, /*max_pending=*/64, /*token=*/"", /*io_threads=*/1, /*tcp=*/true);
   BlockWorker();
   PendingCalls pending(stub_.get(), 3);

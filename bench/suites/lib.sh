@@ -9,7 +9,7 @@ bgrun() { printf '%s &\n' "$*" >>"$RAW/commands.txt"; "$@" & BG_PID=$!; }
 start_cluster() {
   local dir="$1"
   defer "'$CLUSTER' stop '$dir' --kill"
-  run "$CLUSTER" start "$@"
+  run "$CLUSTER" start "$@" ${SERVER_EXTRA_FLAGS:-}
 }
 
 # peers_of BASE N -> 127.0.0.1:BASE,...
