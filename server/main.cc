@@ -43,9 +43,10 @@ ABSL_FLAG(absl::Duration, lease, absl::Minutes(10),
 ABSL_FLAG(std::string, admin_token_file, "",
           "file holding the token Admin calls must present (empty: none needed)");
 ABSL_FLAG(int, workers, 4, "threads serving requests that may touch the disk, and Admin");
-ABSL_FLAG(absl::Duration, poll_requests, absl::Microseconds(150),
+ABSL_FLAG(absl::Duration, poll_requests, absl::ZeroDuration(),
           "an io thread polls for the next request this long before it sleeps, yielding its CPU "
-          "between tries (one polling thread at a time; 0: never)");
+          "between tries (one polling thread at a time; 0, the default: never). Spends the "
+          "donor's idle CPU for its clients' latency (150us: QD1 reads 69 -> 56 us here)");
 ABSL_FLAG(int, io_threads, 1,
           "threads taking calls off gRPC's completion queues (one queue each); they answer "
           "what RAM alone can answer");
