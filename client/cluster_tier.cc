@@ -16,22 +16,13 @@
 namespace ramster {
 namespace {
 
-// Takes the completions of `calls` calls (of type Call, each its own tag)
-// off `cq` as they come (polling for each up to `poll` first), finishing
-// each with `finish`; then shuts the queue down and drains it. Every call
-// has a deadline, so this returns in time.
+// Takes the completions of the `calls` calls this thread started (of type
+// Call, each its own tag) as they come (polling for each up to `poll`
+// first), finishing each with `finish`. Every call has a deadline, so this
+// returns in time.
 template <typename Call, typename Finish>
-void AwaitCalls(grpc::CompletionQueue* cq, size_t calls, absl::Duration poll, Finish finish) {
-  for (size_t done = 0; done < calls; ++done) {
-    void* tag = NextPolled(cq, poll);
-    if (tag == nullptr) break;  // never: the queue is shut down below
-    finish(static_cast<Call*>(tag));
-  }
-  cq->Shutdown();
-  void* tag;
-  bool ok;
-  while (cq->Next(&tag, &ok)) {
-  }
+void AwaitCalls(size_t calls, absl::Duration poll, Finish finish) {
+  for (size_t done = 0; done < calls; ++done) finish(static_cast<Call*>(AwaitCall(poll)));
 }
 
 // HOST:PORT -> the addresses HOST resolves to, each with PORT. A literal
@@ -245,7 +236,6 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
       a.store.generation = items[a.item]->meta.generation;
       stores.push_back(&a.store);
     }
-    grpc::CompletionQueue cq;
     std::deque<Peer::StoreCall> calls;
     for (size_t start = 0; start < asks.size();) {
       size_t end = start;
@@ -253,7 +243,7 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
       while (start < end) {
         calls.emplace_back();
         size_t sent = asks[start].peer->StartStore(
-            &calls.back(), absl::MakeConstSpan(stores).subspan(start, end - start), &cq);
+            &calls.back(), absl::MakeConstSpan(stores).subspan(start, end - start));
         if (sent == 0) {
           calls.pop_back();
           for (; start < end; ++start) {
@@ -263,7 +253,7 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
         start += sent;
       }
     }
-    AwaitCalls<Peer::StoreCall>(&cq, calls.size(), absl::ZeroDuration(),
+    AwaitCalls<Peer::StoreCall>(calls.size(), absl::ZeroDuration(),
                                 [](Peer::StoreCall* call) { call->peer->FinishStore(call); });
     for (Ask& a : asks) {
       if (a.store.result.ok()) {
@@ -293,7 +283,6 @@ void ClusterTier::LoadBatch(absl::Span<LoadItem* const> items) {
   thread_local std::vector<LoadItem*> single;
   for (auto& v : by_peer) v.clear();
   single.clear();
-  size_t requests = 0;
   for (LoadItem* item : items) {
     Peer* first = nullptr;
     for (int id : DecodePlacement(item->meta.placement)) {
@@ -308,30 +297,21 @@ void ClusterTier::LoadBatch(absl::Span<LoadItem* const> items) {
       continue;
     }
     if (by_peer.size() <= static_cast<size_t>(first->id())) by_peer.resize(first->id() + 1);
-    std::vector<LoadItem*>& mine = by_peer[first->id()];
-    if (mine.size() % Peer::kMaxLoadKeys == 0) ++requests;
-    mine.push_back(item);
+    by_peer[first->id()].push_back(item);
   }
-  if (requests == 1) {
-    // One peer: a plain call, on this thread.
-    for (size_t id = 0; id < by_peer.size(); ++id) {
-      if (!by_peer[id].empty()) PeerById(static_cast<int>(id))->LoadMany(by_peer[id]);
+  // All started together, each verified as soon as it is back. (Kept by the
+  // thread: a lone call's memory, reply arena included, is reused.)
+  thread_local std::deque<Peer::LoadCall> calls;
+  for (size_t id = 0; id < by_peer.size(); ++id) {
+    absl::Span<LoadItem* const> mine = by_peer[id];
+    for (size_t start = 0; start < mine.size(); start += Peer::kMaxLoadKeys) {
+      calls.emplace_back();
+      PeerById(static_cast<int>(id))->StartLoad(&calls.back(), mine.subspan(start));
     }
-  } else if (requests > 1) {
-    // Several: started together, completed on a queue this thread polls, each
-    // verified as soon as it is back.
-    grpc::CompletionQueue cq;
-    std::deque<Peer::LoadCall> calls;
-    for (size_t id = 0; id < by_peer.size(); ++id) {
-      absl::Span<LoadItem* const> mine = by_peer[id];
-      for (size_t start = 0; start < mine.size(); start += Peer::kMaxLoadKeys) {
-        calls.emplace_back();
-        PeerById(static_cast<int>(id))->StartLoad(&calls.back(), mine.subspan(start), &cq);
-      }
-    }
-    AwaitCalls<Peer::LoadCall>(&cq, calls.size(), options_.peer.reply_poll,
-                               [](Peer::LoadCall* call) { call->peer->FinishLoad(call); });
   }
+  AwaitCalls<Peer::LoadCall>(calls.size(), options_.peer.reply_poll,
+                             [](Peer::LoadCall* call) { call->peer->FinishLoad(call); });
+  calls.clear();
   for (const auto& mine : by_peer) {
     for (LoadItem* item : mine) {
       if (!item->status.ok()) single.push_back(item);

@@ -261,8 +261,7 @@ void Peer::SendStores(std::vector<std::pair<PendingStore*, Completion*>>* batch)
   }
 }
 
-size_t Peer::StartStore(StoreCall* call, absl::Span<PendingStore* const> stores,
-                        grpc::CompletionQueue* cq) {
+size_t Peer::StartStore(StoreCall* call, absl::Span<PendingStore* const> stores) {
   size_t n = 0, bytes = 0;
   {
     MutexLock lock(&mu_);
@@ -281,7 +280,7 @@ size_t Peer::StartStore(StoreCall* call, absl::Span<PendingStore* const> stores,
   call->stub = stub();
   FillStoreRequest(call->stores, &call->request);
   Prepare(&call->context);
-  call->reader = call->stub->AsyncStore(&call->context, call->request, cq);
+  call->reader = call->stub->AsyncStore(&call->context, call->request, ThreadQueue());
   call->reader->Finish(&call->response, &call->status, call);
   return n;
 }
@@ -368,33 +367,21 @@ void Peer::TakeLoadResponse(const grpc::Status& s, const v1::LoadResponse& resp,
 }
 
 void Peer::LoadMany(absl::Span<LoadItem* const> items) {
-  if (options_.reply_poll > absl::ZeroDuration()) {
-    // The same call, completed on a queue this thread polls for a while
-    // before it sleeps on it.
-    thread_local grpc::CompletionQueue cq;
-    for (size_t start = 0; start < items.size(); start += kMaxLoadKeys) {
-      auto call = std::make_unique<LoadCall>();
-      StartLoad(call.get(), items.subspan(start, kMaxLoadKeys), &cq);
-      NextPolled(&cq, options_.reply_poll);
-      FinishLoad(call.get());
-    }
-    return;
-  }
   for (size_t start = 0; start < items.size(); start += kMaxLoadKeys) {
-    absl::Span<LoadItem* const> chunk = items.subspan(start, kMaxLoadKeys);
-    v1::LoadRequest req;
-    FillLoadRequest(chunk, &req);
-    grpc::ClientContext ctx;
-    Prepare(&ctx);
-    alignas(16) char arena_block[kReplyArenaBlockBytes];
-    google::protobuf::Arena arena(arena_block, sizeof(arena_block));
-    auto* resp = google::protobuf::Arena::CreateMessage<v1::LoadResponse>(&arena);
-    grpc::Status s = stub()->Load(&ctx, req, resp);
-    TakeLoadResponse(s, *resp, chunk);
+    LoadCall call;
+    StartLoad(&call, items.subspan(start, kMaxLoadKeys));
+    AwaitCall(options_.reply_poll);
+    FinishLoad(&call);
   }
 }
 
-void* NextPolled(grpc::CompletionQueue* cq, absl::Duration poll) {
+grpc::CompletionQueue* ThreadQueue() {
+  thread_local grpc::CompletionQueue queue;
+  return &queue;
+}
+
+void* AwaitCall(absl::Duration poll) {
+  grpc::CompletionQueue* cq = ThreadQueue();
   void* tag = nullptr;
   bool ok = false;
   if (BusyPoll::Poll(poll, [&] {
@@ -403,17 +390,16 @@ void* NextPolled(grpc::CompletionQueue* cq, absl::Duration poll) {
       })) {
     return tag;
   }
-  return cq->Next(&tag, &ok) ? tag : nullptr;
+  return cq->Next(&tag, &ok) ? tag : nullptr;  // never shut down: always a tag
 }
 
-void Peer::StartLoad(LoadCall* call, absl::Span<LoadItem* const> items,
-                     grpc::CompletionQueue* cq) {
+void Peer::StartLoad(LoadCall* call, absl::Span<LoadItem* const> items) {
   call->peer = this;
   call->items = items.first(std::min(items.size(), kMaxLoadKeys));
   call->stub = stub();
   FillLoadRequest(call->items, &call->request);
   Prepare(&call->context);
-  call->reader = call->stub->AsyncLoad(&call->context, call->request, cq);
+  call->reader = call->stub->AsyncLoad(&call->context, call->request, ThreadQueue());
   call->reader->Finish(call->response, &call->status, call);
 }
 

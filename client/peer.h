@@ -51,9 +51,16 @@ struct PeerOptions {
   absl::Duration reply_poll = absl::ZeroDuration();
 };
 
-// The next completion on `cq` (its tag; null once the queue is shut down
-// and drained), polled for up to `poll` first (common/busy_poll.h).
-void* NextPolled(grpc::CompletionQueue* cq, absl::Duration poll);
+// Direct calls (Peer::StartStore, Peer::StartLoad) complete on the queue of
+// the thread that starts them, made once per thread: a batch costs no queue
+// of its own. That thread takes every completion of the calls it started
+// (AwaitCall) before it returns from the operation that started them, so
+// the queue is empty between operations.
+grpc::CompletionQueue* ThreadQueue();
+// The next completion on the calling thread's queue (its call's tag),
+// polled for up to `poll` first (common/busy_poll.h). REQUIRES: a call
+// started by this thread has not completed yet.
+void* AwaitCall(absl::Duration poll);
 
 class Peer {
  public:
@@ -119,8 +126,9 @@ class Peer {
   // A direct Store call: StartStore sends one request with a prefix of
   // `stores` (at most max_batch_pages, as many as the byte bound allows)
   // and returns how many it took; when that is 0 nothing was sent and no
-  // completion comes. Otherwise the call's completion arrives on `cq` with
-  // `call` as its tag (within the call deadline), and FinishStore then sets
+  // completion comes. Otherwise the call completes on this thread's queue
+  // with `call` as its tag (AwaitCall; within the call deadline), and
+  // FinishStore then sets
   // each store's result. The caller keeps `call` and the stores alive from
   // StartStore until after FinishStore.
   struct StoreCall {
@@ -134,8 +142,7 @@ class Peer {
     grpc::Status status;
     std::unique_ptr<grpc::ClientAsyncResponseReader<v1::StoreResponse>> reader;
   };
-  size_t StartStore(StoreCall* call, absl::Span<PendingStore* const> stores,
-                    grpc::CompletionQueue* cq);
+  size_t StartStore(StoreCall* call, absl::Span<PendingStore* const> stores);
   void FinishStore(StoreCall* call);
 
   // Loads one page synchronously (with the call deadline). Verifies the
@@ -150,9 +157,10 @@ class Peer {
 
   // LoadMany split in two, so that one thread can have requests to several
   // peers in flight at once (ClusterTier::LoadBatch): StartLoad sends one
-  // request for `items` (at most kMaxLoadKeys) and returns; the call's
-  // completion arrives on `cq` with `call` as its tag (within the call
-  // deadline); FinishLoad then verifies each page and sets its status.
+  // request for `items` (at most kMaxLoadKeys) and returns; the call
+  // completes on this thread's queue with `call` as its tag (AwaitCall;
+  // within the call deadline); FinishLoad then verifies each page and sets
+  // its status.
   // The caller keeps `call` and `items` alive from StartLoad until after
   // FinishLoad.
   static constexpr size_t kMaxLoadKeys = 256;
@@ -173,7 +181,7 @@ class Peer {
     grpc::Status status;
     std::unique_ptr<grpc::ClientAsyncResponseReader<v1::LoadResponse>> reader;
   };
-  void StartLoad(LoadCall* call, absl::Span<LoadItem* const> items, grpc::CompletionQueue* cq);
+  void StartLoad(LoadCall* call, absl::Span<LoadItem* const> items);
   void FinishLoad(LoadCall* call);
 
   // Queues a background invalidation of the copy with generation at most
