@@ -42,6 +42,10 @@ class BlockDevice {
     absl::Span<uint8_t> data;
     absl::Status status;  // out: what Read/Write would have returned
   };
+  // True when `io` covers whole 4096-byte pages (at least one).
+  static bool WholePages(const Io& io) {
+    return io.offset % 4096 == 0 && io.data.size() % 4096 == 0 && !io.data.empty();
+  }
   // REQUIRES: every offset + size <= size(); no two requests of a batch
   // overlap (so they may run in any order, or all at once).
   virtual void ReadBatch(absl::Span<Io> ios) {

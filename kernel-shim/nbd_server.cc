@@ -887,11 +887,7 @@ void NbdServer::Transmission(Connection* c) {
     if (ready.empty()) return;
     if (quick_writes && QuickWriteBurst(ready)) {
       inline_requests_ += ready.size();
-      if (ready.size() == 1) {
-        Execute(&ready[0]);
-      } else {
-        ExecuteBatch(absl::MakeSpan(ready));
-      }
+      Run(absl::MakeSpan(ready));
       ready.clear();
       return;
     }
@@ -971,12 +967,14 @@ bool NbdServer::QuickWriteBurst(const std::vector<Job>& jobs) {
 
 void NbdServer::WorkerLoop() {
   std::vector<Job> batch;
-  while (queue_->PopBatch(options_.max_batch_bytes, &batch)) {
-    if (batch.size() == 1) {
-      Execute(&batch[0]);
-    } else {
-      ExecuteBatch(absl::MakeSpan(batch));
-    }
+  while (queue_->PopBatch(options_.max_batch_bytes, &batch)) Run(absl::MakeSpan(batch));
+}
+
+void NbdServer::Run(absl::Span<Job> jobs) {
+  if (jobs.size() == 1) {
+    Execute(&jobs[0]);
+  } else {
+    ExecuteBatch(jobs);
   }
 }
 

@@ -206,6 +206,8 @@ class NbdServer {
   bool HandleInfo(Connection* c, uint32_t option, absl::Span<const uint8_t> data, bool* go);
   void Transmission(Connection* c);
   void WorkerLoop();
+  // A job alone (Execute) or several as one batch (ExecuteBatch).
+  void Run(absl::Span<Job> jobs);
   void Execute(Job* job);
   // REQUIRES: jobs of one connection, all READs or all WRITEs, whole
   // pages, not overlapping (JobQueue::PopBatch).

@@ -58,10 +58,6 @@ absl::Status TierStackDevice::Write(uint64_t offset, absl::Span<const uint8_t> d
 
 namespace {
 
-bool WholePages(const BlockDevice::Io& io) {
-  return io.offset % kPageSize == 0 && io.data.size() % kPageSize == 0 && !io.data.empty();
-}
-
 // The whole pages of every request together, as one `together(pages)` call
 // (TierStack::LoadSlots or StoreSlots); a request with a partial page goes
 // alone through `alone(io)`. A request fails with the first failure of its
@@ -73,7 +69,7 @@ void RunBatch(absl::Span<BlockDevice::Io> ios, Alone alone, Together together) {
   pages.clear();
   owner.clear();
   for (BlockDevice::Io& io : ios) {
-    if (!WholePages(io)) {
+    if (!BlockDevice::WholePages(io)) {
       io.status = alone(io);
       continue;
     }

@@ -273,25 +273,27 @@ absl::Status WriteBehindDevice::Settle(uint64_t first, uint64_t last, Drop drop)
   }
 }
 
+absl::Status WriteBehindDevice::SettleBytes(uint64_t offset, uint64_t length) {
+  if (length == 0) return absl::OkStatus();
+  const uint64_t end = offset + length;
+  return Settle(offset / kPageSize, (end - 1) / kPageSize, [&](uint64_t slot) {
+    return slot * kPageSize >= offset && (slot + 1) * kPageSize <= end;
+  });
+}
+
 absl::Status WriteBehindDevice::WriteThrough(uint64_t offset, absl::Span<const uint8_t> data) {
   {
     MutexLock l(&mu_);
     ++stats_.written_through;
   }
-  if (data.empty()) return inner_->Write(offset, data);
-  const uint64_t end = offset + data.size();
-  absl::Status s = Settle(offset / kPageSize, (end - 1) / kPageSize, [&](uint64_t slot) {
-    return slot * kPageSize >= offset && (slot + 1) * kPageSize <= end;
-  });
-  if (!s.ok()) return s;
+  if (absl::Status s = SettleBytes(offset, data.size()); !s.ok()) return s;
   return inner_->Write(offset, data);
 }
 
 void WriteBehindDevice::WriteBatch(absl::Span<Io> ios) {
   for (Io& io : ios) {
-    const bool whole = io.offset % kPageSize == 0 && io.data.size() % kPageSize == 0 &&
-                       !io.data.empty() && io.data.size() / kPageSize <= frame_count_ / 2;
-    if (whole && Stage(io.offset, io.data)) {
+    if (WholePages(io) && io.data.size() / kPageSize <= frame_count_ / 2 &&
+        Stage(io.offset, io.data)) {
       io.status = absl::OkStatus();
     } else {
       io.status = WriteThrough(io.offset, io.data);
@@ -305,23 +307,14 @@ absl::Status WriteBehindDevice::Write(uint64_t offset, absl::Span<const uint8_t>
   return io.status;
 }
 
-absl::Status WriteBehindDevice::DiscardThrough(uint64_t offset, uint64_t length, bool zeroes) {
-  if (length > 0) {
-    const uint64_t end = offset + length;
-    absl::Status s = Settle(offset / kPageSize, (end - 1) / kPageSize, [&](uint64_t slot) {
-      return slot * kPageSize >= offset && (slot + 1) * kPageSize <= end;
-    });
-    if (!s.ok()) return s;
-  }
-  return zeroes ? inner_->WriteZeroes(offset, length) : inner_->Trim(offset, length);
-}
-
 absl::Status WriteBehindDevice::Trim(uint64_t offset, uint64_t length) {
-  return DiscardThrough(offset, length, /*zeroes=*/false);
+  if (absl::Status s = SettleBytes(offset, length); !s.ok()) return s;
+  return inner_->Trim(offset, length);
 }
 
 absl::Status WriteBehindDevice::WriteZeroes(uint64_t offset, uint64_t length) {
-  return DiscardThrough(offset, length, /*zeroes=*/true);
+  if (absl::Status s = SettleBytes(offset, length); !s.ok()) return s;
+  return inner_->WriteZeroes(offset, length);
 }
 
 absl::Status WriteBehindDevice::Flush() {

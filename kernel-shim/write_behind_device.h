@@ -146,8 +146,10 @@ class WriteBehindDevice final : public BlockDevice {
   // behind first. The device's error when such a copy cannot be written.
   template <typename Drop>
   absl::Status Settle(uint64_t first, uint64_t last, Drop drop) ABSL_LOCKS_EXCLUDED(mu_);
+  // Settle for the bytes [offset, offset + length): the pages they cover
+  // whole are dropped, the partial ones at either end written behind.
+  absl::Status SettleBytes(uint64_t offset, uint64_t length) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status WriteThrough(uint64_t offset, absl::Span<const uint8_t> data);
-  absl::Status DiscardThrough(uint64_t offset, uint64_t length, bool zeroes);
 
   void Unlink(int32_t f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Append(int32_t f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
