@@ -3,8 +3,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "common/busy_poll.h"
 #include "common/client_identity.h"
+#include "common/completion_queue.h"
 #include "common/grpc_status.h"
 
 namespace ramster {
@@ -381,16 +381,10 @@ grpc::CompletionQueue* ThreadQueue() {
 }
 
 void* AwaitCall(absl::Duration poll) {
-  grpc::CompletionQueue* cq = ThreadQueue();
   void* tag = nullptr;
   bool ok = false;
-  if (BusyPoll::Poll(poll, [&] {
-        return cq->AsyncNext(&tag, &ok, gpr_time_0(GPR_CLOCK_REALTIME)) ==
-               grpc::CompletionQueue::GOT_EVENT;
-      })) {
-    return tag;
-  }
-  return cq->Next(&tag, &ok) ? tag : nullptr;  // never shut down: always a tag
+  NextPolled(ThreadQueue(), poll, &tag, &ok);  // never shut down: always a tag
+  return tag;
 }
 
 void Peer::StartLoad(LoadCall* call, absl::Span<LoadItem* const> items) {

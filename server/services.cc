@@ -12,8 +12,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "common/busy_poll.h"
 #include "common/client_identity.h"
+#include "common/completion_queue.h"
 #include "common/grpc_status.h"
 #include "common/mutex.h"
 #include "server/load_reply.h"
@@ -486,17 +486,7 @@ void Await(Shared* shared, const Method<Service, Request, Response>& method,
 void Drain(grpc::ServerCompletionQueue* cq, absl::Duration poll) {
   void* tag = nullptr;
   bool ok = false;
-  for (;;) {
-    if (BusyPoll::Poll(poll, [&] {
-          return cq->AsyncNext(&tag, &ok, gpr_time_0(GPR_CLOCK_REALTIME)) ==
-                 grpc::CompletionQueue::GOT_EVENT;
-        })) {
-      static_cast<Call*>(tag)->Proceed(ok);
-      continue;
-    }
-    if (!cq->Next(&tag, &ok)) break;
-    static_cast<Call*>(tag)->Proceed(ok);
-  }
+  while (NextPolled(cq, poll, &tag, &ok)) static_cast<Call*>(tag)->Proceed(ok);
 }
 
 }  // namespace

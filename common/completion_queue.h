@@ -1,0 +1,28 @@
+// Taking completions off a gRPC completion queue with bounded polling: the
+// client's threads wait for their calls this way (client/peer.h AwaitCall),
+// a server's io threads for requests (server/services.cc).
+#ifndef RAMSTER_COMMON_COMPLETION_QUEUE_H_
+#define RAMSTER_COMMON_COMPLETION_QUEUE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/time/time.h"
+#include "common/busy_poll.h"
+
+namespace ramster {
+
+// CompletionQueue::Next, but polled for up to `poll` first (BusyPoll) before
+// it sleeps. False once the queue is shut down and drained.
+inline bool NextPolled(grpc::CompletionQueue* cq, absl::Duration poll, void** tag, bool* ok) {
+  if (BusyPoll::Poll(poll, [&] {
+        return cq->AsyncNext(tag, ok, gpr_time_0(GPR_CLOCK_REALTIME)) ==
+               grpc::CompletionQueue::GOT_EVENT;
+      })) {
+    return true;
+  }
+  return cq->Next(tag, ok);
+}
+
+}  // namespace ramster
+
+#endif  // RAMSTER_COMMON_COMPLETION_QUEUE_H_
