@@ -16,15 +16,6 @@
 namespace ramster {
 namespace {
 
-// Takes the completions of the `calls` calls this thread started (of type
-// Call, each its own tag) as they come (polling for each up to `poll`
-// first), finishing each with `finish`. Every call has a deadline, so this
-// returns in time.
-template <typename Call, typename Finish>
-void AwaitCalls(size_t calls, absl::Duration poll, Finish finish) {
-  for (size_t done = 0; done < calls; ++done) finish(static_cast<Call*>(AwaitCall(poll)));
-}
-
 // HOST:PORT -> the addresses HOST resolves to, each with PORT. A literal
 // address resolves to itself.
 std::vector<std::string> ResolveEntry(const std::string& entry) {
@@ -253,8 +244,9 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
         start += sent;
       }
     }
-    AwaitCalls<Peer::StoreCall>(calls.size(), absl::ZeroDuration(),
-                                [](Peer::StoreCall* call) { call->peer->FinishStore(call); });
+    AwaitCalls(absl::ZeroDuration(), [](PageCall* call) {
+      call->peer->FinishStore(static_cast<Peer::StoreCall*>(call));
+    });
     for (Ask& a : asks) {
       if (a.store.result.ok()) {
         progress[a.item].chosen.push_back(a.peer->id());
@@ -309,8 +301,9 @@ void ClusterTier::LoadBatch(absl::Span<LoadItem* const> items) {
       PeerById(static_cast<int>(id))->StartLoad(&calls.back(), mine.subspan(start));
     }
   }
-  AwaitCalls<Peer::LoadCall>(calls.size(), options_.peer.reply_poll,
-                             [](Peer::LoadCall* call) { call->peer->FinishLoad(call); });
+  AwaitCalls(options_.peer.reply_poll, [](PageCall* call) {
+    call->peer->FinishLoad(static_cast<Peer::LoadCall*>(call));
+  });
   calls.clear();
   for (const auto& mine : by_peer) {
     for (LoadItem* item : mine) {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/client_identity.h"
 #include "common/completion_queue.h"
@@ -17,10 +19,151 @@ namespace {
 constexpr size_t kMaxInvalidateBatch = 512;
 constexpr size_t kMaxQueuedInvalidates = 1 << 16;
 
+// The uids of the peers that exist: a thread drops its streams to peers
+// that are gone when it next makes a stream.
+struct LivePeers {
+  Mutex mu;
+  absl::flat_hash_set<uint64_t> uids ABSL_GUARDED_BY(mu);
+  uint64_t next_uid ABSL_GUARDED_BY(mu) = 1;
+};
+
+LivePeers& Live() {
+  static auto* live = new LivePeers;
+  return *live;
+}
+
+uint64_t AddLivePeer() {
+  LivePeers& live = Live();
+  MutexLock lock(&live.mu);
+  uint64_t uid = live.next_uid++;
+  live.uids.insert(uid);
+  return uid;
+}
+
+void RemoveLivePeer(uint64_t uid) {
+  LivePeers& live = Live();
+  MutexLock lock(&live.mu);
+  live.uids.erase(uid);
+}
+
 }  // namespace
 
+// One PageStore.Pages call to a peer, on one thread's queue. The client
+// identity goes with its first request (corked initial metadata); no
+// deadline: each request has its own (AwaitCalls).
+class PageStream {
+ public:
+  PageStream(uint64_t peer_uid, std::shared_ptr<v1::PageStore::Stub> stub,
+             const std::string& client_id, grpc::CompletionQueue* cq)
+      : peer_uid(peer_uid), stub(std::move(stub)) {
+    context.AddMetadata(kClientIdMetadataKey, client_id);
+    context.set_initial_metadata_corked(true);
+    rw = this->stub->PrepareAsyncPages(&context, cq);
+    rw->StartCall(nullptr);  // corked: no operation, no completion
+  }
+
+  const uint64_t peer_uid;
+  const std::shared_ptr<v1::PageStore::Stub> stub;  // its channel stays alive
+  grpc::ClientContext context;
+  // Lives in the call's memory: declared after the context, so that it
+  // goes first. Destroyed with no operation pending, the call is cancelled.
+  std::unique_ptr<grpc::ClientAsyncReaderWriter<v1::PagesRequest, v1::PagesReply>> rw;
+};
+
+namespace {
+
+// A thread's queue, its idle streams and its calls in flight.
+struct ThreadCalls {
+  ~ThreadCalls() {
+    idle.clear();  // no operation pending on them: nothing comes back
+    queue.Shutdown();
+    void* tag = nullptr;
+    bool ok = false;
+    while (queue.Next(&tag, &ok)) {
+    }
+  }
+
+  // Drops the streams to peers that no longer exist.
+  void SweepGonePeers() {
+    LivePeers& live = Live();
+    MutexLock lock(&live.mu);
+    for (auto it = idle.begin(); it != idle.end();) {
+      if (live.uids.contains(it->first)) {
+        ++it;
+      } else {
+        idle.erase(it++);
+      }
+    }
+  }
+
+  grpc::CompletionQueue queue;
+  // Peer uid -> streams to it with no request in flight.
+  absl::flat_hash_map<uint64_t, std::vector<std::unique_ptr<PageStream>>> idle;
+  // Started and not yet complete.
+  std::vector<PageCall*> open;
+};
+
+ThreadCalls& Calls() {
+  thread_local ThreadCalls calls;
+  return calls;
+}
+
+// One completion of `call` (`ok`: its operation succeeded). True when the
+// call is complete. A failed stream is asked for its status first.
+bool Advance(PageCall* call, bool ok) {
+  if (!ok) call->failed = true;
+  if (--call->pending > 0) return false;
+  if (call->failed && !call->finishing) {
+    call->finishing = true;
+    call->pending = 1;
+    call->stream->rw->Finish(&call->status, call);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+PageCall::PageCall() = default;
+PageCall::~PageCall() = default;
+
+void AwaitCalls(absl::Duration poll, absl::FunctionRef<void(PageCall*)> finish) {
+  ThreadCalls& calls = Calls();
+  while (!calls.open.empty()) {
+    absl::Time deadline = absl::InfiniteFuture();
+    for (PageCall* call : calls.open) {
+      if (!call->timed_out) deadline = std::min(deadline, call->deadline);
+    }
+    void* tag = nullptr;
+    bool ok = false;
+    switch (NextPolledUntil(&calls.queue, poll, deadline, &tag, &ok)) {
+      case grpc::CompletionQueue::GOT_EVENT: {
+        auto* call = static_cast<PageCall*>(tag);
+        if (!Advance(call, ok)) break;
+        calls.open.erase(std::find(calls.open.begin(), calls.open.end(), call));
+        finish(call);
+        break;
+      }
+      case grpc::CompletionQueue::TIMEOUT: {
+        // Cancelled, a call's operations fail at once; its stream is
+        // dropped (EndPageCall).
+        const absl::Time now = absl::Now();
+        for (PageCall* call : calls.open) {
+          if (!call->timed_out && call->deadline <= now) {
+            call->timed_out = true;
+            call->stream->context.TryCancel();
+          }
+        }
+        break;
+      }
+      case grpc::CompletionQueue::SHUTDOWN:
+        std::abort();  // shut down only when the thread ends
+    }
+  }
+}
+
 Peer::Peer(int id, std::string address, PeerOptions options)
-    : id_(id), address_(std::move(address)), options_(std::move(options)) {
+    : id_(id), uid_(AddLivePeer()), address_(std::move(address)), options_(std::move(options)) {
   Connect();
   sender_ = std::thread([this] { SenderLoop(); });
 }
@@ -34,6 +177,7 @@ void Peer::Connect() {
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetMaxReceiveMessageSize(4 << 20);
+  args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
   // Addresses are resolved already (ClusterTier::Resolve); an ipv4:/ipv6:
   // target skips gRPC's DNS resolver.
   std::string target = address_;
@@ -60,6 +204,7 @@ Peer::~Peer() {
   }
   cv_.SignalAll();
   sender_.join();
+  RemoveLivePeer(uid_);
 }
 
 std::string Peer::node_id() const {
@@ -274,14 +419,10 @@ size_t Peer::StartStore(StoreCall* call, absl::Span<PendingStore* const> stores)
     queued_bytes_ += bytes;
   }
   if (n == 0) return 0;
-  call->peer = this;
   call->stores = stores.first(n);
   call->bytes = bytes;
-  call->stub = stub();
-  FillStoreRequest(call->stores, &call->request);
-  Prepare(&call->context);
-  call->reader = call->stub->AsyncStore(&call->context, call->request, ThreadQueue());
-  call->reader->Finish(&call->response, &call->status, call);
+  FillStoreRequest(call->stores, call->request.mutable_store());
+  StartPageCall(call, call->request, &call->reply);
   return n;
 }
 
@@ -291,7 +432,65 @@ void Peer::FinishStore(StoreCall* call) {
     queued_bytes_ -= call->bytes;
   }
   call->bytes = 0;
-  TakeStoreResponse(call->status, call->response, call->stores);
+  grpc::Status s = EndPageCall(call, call->reply, v1::PagesReply::kStore);
+  TakeStoreResponse(s, call->reply.store(), call->stores);
+}
+
+void Peer::StartPageCall(PageCall* call, const v1::PagesRequest& request,
+                         v1::PagesReply* reply) {
+  ThreadCalls& calls = Calls();
+  std::shared_ptr<v1::PageStore::Stub> current = stub();
+  std::vector<std::unique_ptr<PageStream>>& idle = calls.idle[uid_];
+  // A stream made before the peer was reconnected (CheckHealth) is dropped.
+  while (!idle.empty() && idle.back()->stub != current) idle.pop_back();
+  if (!idle.empty()) {
+    call->stream = std::move(idle.back());
+    idle.pop_back();
+  } else {
+    calls.SweepGonePeers();
+    call->stream = std::make_unique<PageStream>(uid_, std::move(current), options_.client_id,
+                                                &calls.queue);
+  }
+  call->peer = this;
+  call->deadline = absl::Now() + options_.call_timeout;
+  call->pending = 2;
+  call->failed = call->finishing = call->timed_out = false;
+  call->stream->rw->Write(request, call);
+  call->stream->rw->Read(reply, call);
+  calls.open.push_back(call);
+}
+
+grpc::Status Peer::EndPageCall(PageCall* call, const v1::PagesReply& reply,
+                               v1::PagesReply::OpCase expected) {
+  grpc::Status s;
+  bool keep = !call->timed_out;
+  if (call->failed) {
+    keep = false;
+    if (call->timed_out) {
+      s = grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                       absl::StrCat("peer ", address_, " did not answer within ",
+                                    absl::FormatDuration(options_.call_timeout)));
+    } else if (call->status.ok()) {
+      s = grpc::Status(grpc::StatusCode::UNAVAILABLE, "page stream ended");
+    } else {
+      s = call->status;
+    }
+  } else if (reply.code() != 0) {
+    const bool known = reply.code() > 0 && reply.code() <= grpc::StatusCode::UNAUTHENTICATED;
+    s = grpc::Status(known ? static_cast<grpc::StatusCode>(reply.code())
+                           : grpc::StatusCode::UNKNOWN,
+                     reply.message());
+  } else if (reply.op_case() != expected) {
+    // Out of step with the peer: the stream is not used again.
+    keep = false;
+    s = grpc::Status(grpc::StatusCode::INTERNAL, "peer answered another kind of request");
+  }
+  if (keep) {
+    Calls().idle[uid_].push_back(std::move(call->stream));
+  } else {
+    call->stream.reset();
+  }
+  return s;
 }
 
 void Peer::SendInvalidates(std::vector<v1::InvalidateRange>* ranges) {
@@ -370,35 +569,20 @@ void Peer::LoadMany(absl::Span<LoadItem* const> items) {
   for (size_t start = 0; start < items.size(); start += kMaxLoadKeys) {
     LoadCall call;
     StartLoad(&call, items.subspan(start, kMaxLoadKeys));
-    AwaitCall(options_.reply_poll);
+    AwaitCalls(options_.reply_poll, [](PageCall*) {});
     FinishLoad(&call);
   }
 }
 
-grpc::CompletionQueue* ThreadQueue() {
-  thread_local grpc::CompletionQueue queue;
-  return &queue;
-}
-
-void* AwaitCall(absl::Duration poll) {
-  void* tag = nullptr;
-  bool ok = false;
-  NextPolled(ThreadQueue(), poll, &tag, &ok);  // never shut down: always a tag
-  return tag;
-}
-
 void Peer::StartLoad(LoadCall* call, absl::Span<LoadItem* const> items) {
-  call->peer = this;
   call->items = items.first(std::min(items.size(), kMaxLoadKeys));
-  call->stub = stub();
-  FillLoadRequest(call->items, &call->request);
-  Prepare(&call->context);
-  call->reader = call->stub->AsyncLoad(&call->context, call->request, ThreadQueue());
-  call->reader->Finish(call->response, &call->status, call);
+  FillLoadRequest(call->items, call->request.mutable_load());
+  StartPageCall(call, call->request, call->reply);
 }
 
 void Peer::FinishLoad(LoadCall* call) {
-  TakeLoadResponse(call->status, *call->response, call->items);
+  grpc::Status s = EndPageCall(call, *call->reply, v1::PagesReply::kLoad);
+  TakeLoadResponse(s, call->reply->load(), call->items);
 }
 
 void Peer::InvalidateObject(uint32_t pool, uint64_t object) {

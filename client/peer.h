@@ -5,9 +5,10 @@
 // Two ways to store. Queued (EnqueueStores): a sender thread takes up to
 // max_batch_pages at a time, sends one Store with a deadline, and completes
 // each caller. Direct (StartStore/FinishStore): the caller sends its pages
-// itself, as one Store per max_batch_pages, without the two thread switches
-// of the queue; the cluster tier stores this way, one call per peer for a
-// whole batch, to all its peers at once. Both share one bound in bytes
+// itself, as one store request per max_batch_pages on its own page stream
+// (below), without the two thread switches of the queue; the cluster tier
+// stores this way, one request per peer for a whole batch, to all its
+// peers at once. Both share one bound in bytes
 // (max_queued_bytes, pages queued or sent and not yet answered): past it
 // (a slow peer) a store is refused at once, so a slow peer never stalls
 // stores meant for others. Loads are direct too (LoadMany, StartLoad).
@@ -28,6 +29,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "client/tier.h"
@@ -51,16 +53,40 @@ struct PeerOptions {
   absl::Duration reply_poll = absl::ZeroDuration();
 };
 
-// Direct calls (Peer::StartStore, Peer::StartLoad) complete on the queue of
-// the thread that starts them, made once per thread: a batch costs no queue
-// of its own. That thread takes every completion of the calls it started
-// (AwaitCall) before it returns from the operation that started them, so
-// the queue is empty between operations.
-grpc::CompletionQueue* ThreadQueue();
-// The next completion on the calling thread's queue (its call's tag),
-// polled for up to `poll` first (common/busy_poll.h). REQUIRES: a call
-// started by this thread has not completed yet.
-void* AwaitCall(absl::Duration poll);
+// Direct calls (Peer::StartStore, Peer::StartLoad) are requests on page
+// streams (PageStore.Pages): long-lived calls, one request answered at a
+// time on each, which save the setup, headers and deadline timer a unary
+// call costs on both sides. Each thread has its own streams to each peer,
+// bound to that thread's completion queue, made when first needed and kept
+// while they work (one per request the thread has in flight to that peer).
+// The thread that starts a call takes its completions (AwaitCalls) before
+// it returns from the operation that started it, so its queue is empty
+// between operations.
+class PageStream;
+class Peer;
+
+// A request on one of this thread's page streams: what StoreCall and
+// LoadCall share.
+struct PageCall {
+  Peer* peer = nullptr;
+  std::unique_ptr<PageStream> stream;  // this thread's, while the call is open
+  absl::Time deadline;
+  int pending = 0;         // completions still to come
+  bool failed = false;     // a stream operation failed: the stream is done
+  bool finishing = false;  // the stream's status is on its way
+  bool timed_out = false;  // cancelled at its deadline
+  grpc::Status status;     // the stream's, once failed
+  PageCall();
+  ~PageCall();
+  PageCall(const PageCall&) = delete;
+  PageCall& operator=(const PageCall&) = delete;
+};
+
+// Takes the completions of every call this thread has started and not yet
+// awaited, polling for each up to `poll` first (common/busy_poll.h);
+// calls `finish` with each call as it completes. A call still open at its
+// deadline is cancelled (its stream is dropped), so this returns in time.
+void AwaitCalls(absl::Duration poll, absl::FunctionRef<void(PageCall*)> finish);
 
 class Peer {
  public:
@@ -125,22 +151,16 @@ class Peer {
 
   // A direct Store call: StartStore sends one request with a prefix of
   // `stores` (at most max_batch_pages, as many as the byte bound allows)
-  // and returns how many it took; when that is 0 nothing was sent and no
-  // completion comes. Otherwise the call completes on this thread's queue
-  // with `call` as its tag (AwaitCall; within the call deadline), and
-  // FinishStore then sets
-  // each store's result. The caller keeps `call` and the stores alive from
-  // StartStore until after FinishStore.
-  struct StoreCall {
-    Peer* peer = nullptr;
+  // on one of this thread's streams to the peer and returns how many it
+  // took; when that is 0 nothing was sent and no completion comes.
+  // Otherwise AwaitCalls completes the call (within the call timeout), and
+  // FinishStore then sets each store's result. The caller keeps `call` and
+  // the stores alive from StartStore until after FinishStore.
+  struct StoreCall : PageCall {
     absl::Span<PendingStore* const> stores;
     size_t bytes = 0;  // counted against max_queued_bytes until FinishStore
-    std::shared_ptr<v1::PageStore::Stub> stub;  // the channel stays alive
-    grpc::ClientContext context;
-    v1::StoreRequest request;
-    v1::StoreResponse response;
-    grpc::Status status;
-    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::StoreResponse>> reader;
+    v1::PagesRequest request;
+    v1::PagesReply reply;
   };
   size_t StartStore(StoreCall* call, absl::Span<PendingStore* const> stores);
   void FinishStore(StoreCall* call);
@@ -157,29 +177,22 @@ class Peer {
 
   // LoadMany split in two, so that one thread can have requests to several
   // peers in flight at once (ClusterTier::LoadBatch): StartLoad sends one
-  // request for `items` (at most kMaxLoadKeys) and returns; the call
-  // completes on this thread's queue with `call` as its tag (AwaitCall;
-  // within the call deadline); FinishLoad then verifies each page and sets
-  // its status.
-  // The caller keeps `call` and `items` alive from StartLoad until after
-  // FinishLoad.
+  // request for `items` (at most kMaxLoadKeys) on one of this thread's
+  // streams to the peer and returns; AwaitCalls completes the call (within
+  // the call timeout); FinishLoad then verifies each page and sets its
+  // status. The caller keeps `call` and `items` alive from StartLoad until
+  // after FinishLoad.
   static constexpr size_t kMaxLoadKeys = 256;
   // A Load reply's messages live on an arena whose first block is this big
   // (room for those of ~128 pages): a reply costs a heap allocation per
   // payload, not five more per page for the messages around it.
   static constexpr size_t kReplyArenaBlockBytes = 32 << 10;
-  struct LoadCall {
-    Peer* peer = nullptr;
+  struct LoadCall : PageCall {
     absl::Span<LoadItem* const> items;
-    std::shared_ptr<v1::PageStore::Stub> stub;  // the channel stays alive
-    grpc::ClientContext context;
-    v1::LoadRequest request;
+    v1::PagesRequest request;
     alignas(16) char arena_block[kReplyArenaBlockBytes];
     google::protobuf::Arena arena{arena_block, sizeof(arena_block)};
-    v1::LoadResponse* const response =
-        google::protobuf::Arena::CreateMessage<v1::LoadResponse>(&arena);
-    grpc::Status status;
-    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::LoadResponse>> reader;
+    v1::PagesReply* const reply = google::protobuf::Arena::CreateMessage<v1::PagesReply>(&arena);
   };
   void StartLoad(LoadCall* call, absl::Span<LoadItem* const> items);
   void FinishLoad(LoadCall* call);
@@ -199,6 +212,15 @@ class Peer {
  private:
   // (Re)creates the channel and stub.
   void Connect();
+  // Sends `request` on one of this thread's streams to this peer (made if
+  // it has none idle); the reply will be read into `reply`.
+  void StartPageCall(PageCall* call, const v1::PagesRequest& request, v1::PagesReply* reply);
+  // The status of a completed page call: the stream's when it failed, the
+  // reply's own when the request failed as a whole, or kInternal when the
+  // reply is not of `expected` kind. A stream that still works goes back
+  // to the thread's idle streams.
+  grpc::Status EndPageCall(PageCall* call, const v1::PagesReply& reply,
+                           v1::PagesReply::OpCase expected);
   std::shared_ptr<v1::PageStore::Stub> stub() const;
   void Prepare(grpc::ClientContext* ctx) const;
   absl::Status Verify(const v1::LoadResult& r, uint32_t generation, uint64_t checksum,
@@ -219,6 +241,9 @@ class Peer {
   void SendInvalidates(std::vector<v1::InvalidateRange>* ranges);
 
   const int id_;
+  // Unique among all peers a process ever has: names this peer's streams in
+  // the threads' stream lists (an address may be reused).
+  const uint64_t uid_;
   const std::string address_;
   const PeerOptions options_;
 

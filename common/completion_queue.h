@@ -23,6 +23,21 @@ inline bool NextPolled(grpc::CompletionQueue* cq, absl::Duration poll, void** ta
   return cq->Next(tag, ok);
 }
 
+// The same with a deadline: GOT_EVENT, TIMEOUT once `deadline` has passed,
+// or SHUTDOWN once the queue is shut down and drained.
+inline grpc::CompletionQueue::NextStatus NextPolledUntil(grpc::CompletionQueue* cq,
+                                                         absl::Duration poll,
+                                                         absl::Time deadline, void** tag,
+                                                         bool* ok) {
+  if (BusyPoll::Poll(poll, [&] {
+        return cq->AsyncNext(tag, ok, gpr_time_0(GPR_CLOCK_REALTIME)) ==
+               grpc::CompletionQueue::GOT_EVENT;
+      })) {
+    return grpc::CompletionQueue::GOT_EVENT;
+  }
+  return cq->AsyncNext(tag, ok, absl::ToChronoTime(deadline));
+}
+
 }  // namespace ramster
 
 #endif  // RAMSTER_COMMON_COMPLETION_QUEUE_H_

@@ -155,6 +155,8 @@ int Run() {
   fprintf(stderr, "ramster-server: %s: stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   node->SetDraining(true);
   // Calls in flight end while the io threads still run; then their queues.
+  // Page streams are ended first: clients keep them open.
+  services.CloseStreams();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   services.Shutdown();
   absl::StatusOr<uint64_t> lost = node->Shutdown();

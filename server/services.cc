@@ -9,6 +9,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -52,9 +53,40 @@ class WithEncodedLoadReply : public BaseClass {
   }
 };
 
+// The index of PageStore.Pages, as for Load.
+inline int PagesMethodIndex() {
+  static const int index = v1::PagesRequest::descriptor()
+                               ->file()
+                               ->FindServiceByName("PageStore")
+                               ->FindMethodByName("Pages")
+                               ->index();
+  return index;
+}
+
+// PageStore.Pages with its replies sent as bytes (a Load's as the node
+// encoded them): the generated WithAsyncMethod_Pages, with a ByteBuffer
+// writer.
+template <class BaseClass>
+class WithEncodedPagesReplies : public BaseClass {
+ public:
+  WithEncodedPagesReplies() { grpc::Service::MarkMethodAsync(PagesMethodIndex()); }
+  grpc::Status Pages(grpc::ServerContext*,
+                     grpc::ServerReaderWriter<v1::PagesReply, v1::PagesRequest>*) override {
+    std::abort();
+  }
+  void RequestPages(grpc::ServerContext* context,
+                    grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, v1::PagesRequest>* stream,
+                    grpc::CompletionQueue* new_call_cq,
+                    grpc::ServerCompletionQueue* notification_cq, void* tag) {
+    grpc::Service::RequestAsyncBidiStreaming(PagesMethodIndex(), context, stream, new_call_cq,
+                                             notification_cq, tag);
+  }
+};
+
 using PageStoreService = v1::PageStore::WithAsyncMethod_OpenSession<
     v1::PageStore::WithAsyncMethod_Heartbeat<v1::PageStore::WithAsyncMethod_Store<
-        WithEncodedLoadReply<v1::PageStore::WithAsyncMethod_Invalidate<v1::PageStore::Service>>>>>;
+        WithEncodedLoadReply<v1::PageStore::WithAsyncMethod_Invalidate<
+            WithEncodedPagesReplies<v1::PageStore::Service>>>>>>;
 
 // Outlives every call. The services are what calls wait on; the rest is
 // constant after construction.
@@ -89,10 +121,31 @@ struct Shared {
     while (active > 0) idle.Wait();
   }
 
+  // The open page streams (PageStore.Pages), so that CloseStreams can end
+  // them: a client keeps its streams open for as long as it runs.
+  // False: streams are closed; the caller ends its stream.
+  bool AddStream(grpc::ServerContext* ctx) {
+    MutexLock lock(&mu);
+    if (streams_closed) return false;
+    streams.insert(ctx);
+    return true;
+  }
+  void RemoveStream(grpc::ServerContext* ctx) {
+    MutexLock lock(&mu);
+    streams.erase(ctx);
+  }
+  void CloseStreams() {
+    MutexLock lock(&mu);
+    streams_closed = true;
+    for (grpc::ServerContext* ctx : streams) ctx->TryCancel();
+  }
+
   Mutex mu;
   CondVar idle{&mu};
   bool stopping ABSL_GUARDED_BY(mu) = false;
   int active ABSL_GUARDED_BY(mu) = 0;
+  bool streams_closed ABSL_GUARDED_BY(mu) = false;
+  absl::flat_hash_set<grpc::ServerContext*> streams ABSL_GUARDED_BY(mu);
 
   PageStoreService page_store;
   v1::Admin::AsyncService admin;
@@ -247,6 +300,174 @@ class UnaryCall final : public Call {
   Response* const response_;  // on arena_
   grpc::ServerContext ctx_;
   grpc::ServerAsyncResponseWriter<Response> responder_;
+};
+
+// One PageStore.Pages stream, from the moment the service waits for it until
+// its status is sent. Requests are taken one at a time: read one, answer it
+// (here when RAM alone can, else on a worker, as UnaryCall does), write the
+// reply, read the next. One operation is in flight at any time, so between
+// two completions exactly one thread owns the call. Deletes itself on the
+// completion of its Finish, or on a failed first one.
+class PagesCall final : public Call {
+ public:
+  static void Await(Shared* shared, grpc::ServerCompletionQueue* cq) {
+    auto* call = new PagesCall(shared, cq);
+    shared->page_store.RequestPages(&call->ctx_, &call->stream_, cq, cq, call);
+  }
+
+  ~PagesCall() override {
+    if (registered_) shared_->RemoveStream(&ctx_);
+  }
+
+  void Proceed(bool ok) override {
+    if (state_ == State::kFinishing || (state_ == State::kWaiting && !ok) ||
+        !shared_->Enter()) {
+      delete this;
+      return;
+    }
+    switch (state_) {
+      case State::kWaiting:
+        Await(shared_, cq_);  // the next stream
+        Open();
+        break;
+      case State::kReading:
+        if (!ok) {
+          // The client closed its side, or the stream was cancelled.
+          FinishAndLeave(absl::OkStatus());
+        } else {
+          Serve();
+        }
+        break;
+      case State::kWriting:
+        if (!ok) {
+          FinishAndLeave(absl::CancelledError("reply not sent"));
+        } else {
+          ReadAndLeave();
+        }
+        break;
+      case State::kFinishing:  // deleted above
+        shared_->Leave();
+        break;
+    }
+  }
+
+ private:
+  enum class State { kWaiting, kReading, kWriting, kFinishing };
+
+  PagesCall(Shared* shared, grpc::ServerCompletionQueue* cq)
+      : shared_(shared), cq_(cq), stream_(&ctx_) {}
+
+  // REQUIRES: Enter (as for every method below: each Leaves once it has
+  // started the call's next operation).
+  void Open() {
+    if (!shared_->AddStream(&ctx_)) {
+      FinishAndLeave(absl::UnavailableError("node shutting down"));
+      return;
+    }
+    registered_ = true;
+    absl::StatusOr<std::string> caller = CallerIdentity(ctx_);
+    if (!caller.ok()) {
+      shared_->node->CountRejected();
+      FinishAndLeave(caller.status());
+      return;
+    }
+    caller_ = std::move(*caller);
+    ReadAndLeave();
+  }
+
+  void ReadAndLeave() {
+    state_ = State::kReading;
+    request_.Clear();
+    stream_.Read(&request_, this);
+    shared_->Leave();
+  }
+
+  void Serve() {
+    if (request_.op_case() == v1::PagesRequest::OP_NOT_SET) {
+      shared_->node->CountRejected();
+      WriteAndLeave(absl::InvalidArgumentError("request has neither store nor load"));
+      return;
+    }
+    if (shared_->node->ServesFromRam()) {
+      // Memory and short locks only: answered here, no other thread woken.
+      WriteAndLeave(Answer());
+      return;
+    }
+    // Once queued, the worker owns the call.
+    if (!shared_->work->Submit([this] { WriteAndLeave(Answer()); })) {
+      shared_->node->CountRejected();
+      WriteAndLeave(absl::UnavailableError("node overloaded"));
+    }
+  }
+
+  // The request's answer in reply_ (ok), or why it failed as a whole.
+  absl::Status Answer() {
+    if (request_.op_case() == v1::PagesRequest::kStore) {
+      store_reply_.Clear();
+      absl::Status s =
+          shared_->node->Store(caller_, request_.store(), store_reply_.mutable_store());
+      if (!s.ok()) return s;
+      bool own = false;
+      reply_.Clear();  // serializing needs an empty buffer
+      return FromGrpcStatus(grpc::SerializationTraits<v1::PagesReply>::Serialize(
+          store_reply_, &reply_, &own));
+    }
+    LoadReplyEncoder encoder(request_.load().keys_size());
+    if (absl::Status s = shared_->node->Load(caller_, request_.load(), &encoder); !s.ok()) {
+      return s;
+    }
+    // PagesReply{load = <the encoded LoadResponse>}: its field's tag and
+    // length, then the encoded bytes as they are.
+    LoadReplyEncoder::Encoded encoded = encoder.Release();
+    uint8_t header[1 + 5];  // a tag byte and a varint32 of at most 5
+    header[0] = static_cast<uint8_t>(google::protobuf::internal::WireFormatLite::MakeTag(
+        v1::PagesReply::kLoadFieldNumber,
+        google::protobuf::internal::WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
+    uint8_t* end = google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(
+        static_cast<uint32_t>(encoded.size), header + 1);
+    grpc::Slice slices[2] = {grpc::Slice(header, static_cast<size_t>(end - header)),
+                             grpc::Slice()};
+    size_t count = 1;
+    if (encoded.size > 0) {
+      slices[count++] =
+          grpc::Slice(encoded.data.release(), encoded.size, [](void* p) { std::free(p); });
+    }
+    reply_ = grpc::ByteBuffer(slices, count);
+    return absl::OkStatus();
+  }
+
+  // Any thread: sends the reply (ok) or the request's failure.
+  void WriteAndLeave(const absl::Status& status) {
+    Shared* shared = shared_;
+    if (!status.ok()) {
+      v1::PagesReply failed;
+      failed.set_code(static_cast<int32_t>(status.code()));
+      failed.set_message(std::string(status.message()));
+      bool own = false;
+      reply_.Clear();
+      grpc::SerializationTraits<v1::PagesReply>::Serialize(failed, &reply_, &own);
+    }
+    state_ = State::kWriting;
+    stream_.Write(reply_, this);
+    shared->Leave();
+  }
+
+  void FinishAndLeave(const absl::Status& status) {
+    state_ = State::kFinishing;
+    stream_.Finish(ToGrpcStatus(status), this);
+    shared_->Leave();
+  }
+
+  Shared* const shared_;
+  grpc::ServerCompletionQueue* const cq_;
+  State state_ = State::kWaiting;
+  bool registered_ = false;
+  std::string caller_;
+  v1::PagesRequest request_;
+  v1::PagesReply store_reply_;
+  grpc::ByteBuffer reply_;
+  grpc::ServerContext ctx_;
+  grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, v1::PagesRequest> stream_;
 };
 
 // A call of a method no registered service has: grpc.health.v1.Health/Check
@@ -528,6 +749,7 @@ void Services::Start() {
     Await(shared_.get(), kStore, cq);
     Await(shared_.get(), kLoad, cq);
     Await(shared_.get(), kInvalidate, cq);
+    PagesCall::Await(shared_.get(), cq);
     Await(shared_.get(), kGetStatus, cq);
     Await(shared_.get(), kListClients, cq);
     Await(shared_.get(), kSetClientQuota, cq);
@@ -537,6 +759,8 @@ void Services::Start() {
   }
   for (auto& cq : cqs_) threads_.emplace_back(Drain, cq.get(), request_poll_);
 }
+
+void Services::CloseStreams() { shared_->CloseStreams(); }
 
 void Services::Shutdown() {
   // The server takes no new calls, but calls it has given up on (past its

@@ -26,15 +26,15 @@
 // Identity: see common/client_identity.h. Admin calls need the admin token
 // when the node has one (--admin-token-file).
 //
-// Lifetime: Register before the server is built, Start after, and Shutdown
-// after grpc::Server::Shutdown has returned: it waits for the calls still
+// Lifetime: Register before the server is built, Start after, CloseStreams
+// before grpc::Server::Shutdown, and Shutdown after it has returned: it waits for the calls still
 // being answered (a call the server gave up on may still wait in the work
 // queue), then shuts the queues down, drains them and joins the io threads.
 // The io threads run until then: a call is freed only once its last
 // completion is taken off its queue.
 //
-// Thread safety: Register, Start and Shutdown are called by one thread, in
-// that order.
+// Thread safety: Register, Start, CloseStreams and Shutdown are called by
+// one thread, in that order.
 #ifndef RAMSTER_SERVER_SERVICES_H_
 #define RAMSTER_SERVER_SERVICES_H_
 
@@ -86,6 +86,12 @@ class Services {
   // REQUIRES: the server built from that builder has started. Waits for the
   // first call of every method on every queue; starts the io threads.
   void Start();
+  // Ends the page streams (PageStore.Pages) and refuses new ones: clients
+  // keep theirs open as long as they run, so grpc::Server::Shutdown would
+  // wait for them until its deadline. A request being answered loses its
+  // reply; the client sees its stream fail and treats the request as failed.
+  // Call before grpc::Server::Shutdown.
+  void CloseStreams();
   // REQUIRES: grpc::Server::Shutdown has returned.
   void Shutdown();
 

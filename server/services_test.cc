@@ -113,6 +113,7 @@ class ServicesTest : public ::testing::Test {
   void TearDown() override {
     ReleaseWorker();
     if (server_) {
+      services_->CloseStreams();
       server_->Shutdown();
       services_->Shutdown();
     }
@@ -445,6 +446,138 @@ TEST_F(ServicesTest, ShutdownPastItsDeadlineCancelsQueuedCalls) {
   stopper.join();
   services_->Shutdown();
   EXPECT_EQ(work_->pending(), 0u);
+  server_.reset();
+}
+
+// PageStore.Pages: one request, one reply, in order; a request that fails
+// as a whole is answered with its status and the stream goes on.
+TEST_F(ServicesTest, PageStreamAnswersEachRequestInOrder) {
+  StartServer();
+  ASSERT_TRUE(OpenSession().ok());
+  grpc::ClientContext ctx;
+  Identify(&ctx);
+  auto stream = stub_->Pages(&ctx);
+  v1::PagesRequest store;
+  store.mutable_store()->set_boot_epoch(kEpoch);
+  *store.mutable_store()->add_pages() = WirePage(1, MakePage(1));
+  *store.mutable_store()->add_pages() = WirePage(2, MakePage(2));
+  ASSERT_TRUE(stream->Write(store));
+  v1::PagesReply reply;
+  ASSERT_TRUE(stream->Read(&reply));
+  EXPECT_EQ(reply.code(), 0);
+  ASSERT_EQ(reply.op_case(), v1::PagesReply::kStore);
+  ASSERT_EQ(reply.store().results_size(), 2);
+  EXPECT_EQ(reply.store().results(0).code(), 0);
+  EXPECT_EQ(reply.store().results(1).code(), 0);
+
+  v1::PagesRequest load;
+  *load.mutable_load() = LoadRequestFor(1);
+  ASSERT_TRUE(stream->Write(load));
+  ASSERT_TRUE(stream->Read(&reply));
+  ASSERT_EQ(reply.op_case(), v1::PagesReply::kLoad);
+  ASSERT_EQ(reply.load().results_size(), 1);
+  EXPECT_EQ(Decoded(reply.load().results(0)), MakePage(1));
+
+  const uint64_t rejected = Status().ops().requests_rejected();
+  v1::PagesRequest stale = store;
+  stale.mutable_store()->set_boot_epoch(kEpoch - 1);  // an older epoch
+  ASSERT_TRUE(stream->Write(stale));
+  ASSERT_TRUE(stream->Read(&reply));
+  EXPECT_EQ(reply.code(), static_cast<int>(grpc::StatusCode::FAILED_PRECONDITION));
+  EXPECT_FALSE(reply.message().empty());
+  EXPECT_EQ(reply.op_case(), v1::PagesReply::OP_NOT_SET);
+  ASSERT_TRUE(stream->Write(v1::PagesRequest()));  // neither store nor load
+  ASSERT_TRUE(stream->Read(&reply));
+  EXPECT_EQ(reply.code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_EQ(Status().ops().requests_rejected(), rejected + 1);
+
+  // The stream still works, and an empty load is an empty reply.
+  *load.mutable_load() = LoadRequestFor(2);
+  ASSERT_TRUE(stream->Write(load));
+  ASSERT_TRUE(stream->Read(&reply));
+  ASSERT_EQ(reply.load().results_size(), 1);
+  EXPECT_EQ(Decoded(reply.load().results(0)), MakePage(2));
+  load.mutable_load()->clear_keys();
+  ASSERT_TRUE(stream->Write(load));
+  ASSERT_TRUE(stream->Read(&reply));
+  EXPECT_EQ(reply.code(), 0);
+  ASSERT_EQ(reply.op_case(), v1::PagesReply::kLoad);
+  EXPECT_EQ(reply.load().results_size(), 0);
+  ASSERT_TRUE(stream->WritesDone());
+  EXPECT_FALSE(stream->Read(&reply));
+  grpc::Status s = stream->Finish();
+  EXPECT_TRUE(s.ok()) << s.error_message();
+}
+
+TEST_F(ServicesTest, PageStreamWithoutIdentityIsEnded) {
+  StartServer();
+  grpc::ClientContext ctx;
+  auto stream = stub_->Pages(&ctx);
+  v1::PagesRequest load;
+  *load.mutable_load() = LoadRequestFor(1);
+  stream->Write(load);  // may fail: the server may have ended the stream
+  v1::PagesReply reply;
+  EXPECT_FALSE(stream->Read(&reply));
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(Status().ops().requests_rejected(), 1u);
+}
+
+TEST_F(ServicesTest, PageStreamRequestsThatMayTouchTheDiskGoThroughTheWorkQueue) {
+  StartServer(/*workers=*/1, /*max_pending=*/1);
+  ASSERT_TRUE(OpenSession().ok());
+  for (uint64_t i = 0; i < 64; ++i) ASSERT_TRUE(StorePage(i).ok());
+  v1::SetMemoryLimitResponse limit;
+  node_->SetMemoryLimit(64 << 10, &limit);
+  ASSERT_FALSE(node_->ServesFromRam());
+  grpc::ClientContext ctx;
+  Identify(&ctx);
+  auto stream = stub_->Pages(&ctx);
+  v1::PagesRequest load;
+  *load.mutable_load() = LoadRequestFor(5);
+  BlockWorker();
+  ASSERT_TRUE(stream->Write(load));
+  AwaitPending(1);  // waits behind the blocked worker, and fills the queue
+  grpc::ClientContext other_ctx;
+  Identify(&other_ctx);
+  auto other = stub_->Pages(&other_ctx);
+  ASSERT_TRUE(other->Write(load));
+  v1::PagesReply reply;
+  ASSERT_TRUE(other->Read(&reply));
+  EXPECT_EQ(reply.code(), static_cast<int>(grpc::StatusCode::UNAVAILABLE));
+  EXPECT_EQ(reply.message(), "node overloaded");
+  ReleaseWorker();
+  ASSERT_TRUE(stream->Read(&reply));
+  ASSERT_EQ(reply.load().results_size(), 1);
+  EXPECT_EQ(Decoded(reply.load().results(0)), MakePage(5));
+  other_ctx.TryCancel();
+  ctx.TryCancel();
+}
+
+// Clients keep their streams open; CloseStreams ends them, so the server's
+// Shutdown (here without a deadline) need not wait for the clients.
+TEST_F(ServicesTest, CloseStreamsEndsOpenStreams) {
+  StartServer(/*workers=*/1, /*max_pending=*/64, /*token=*/"", /*io_threads=*/2, /*tcp=*/true);
+  ASSERT_TRUE(OpenSession().ok());
+  grpc::ClientContext ctx;
+  Identify(&ctx);
+  auto stream = stub_->Pages(&ctx);
+  v1::PagesRequest load;
+  *load.mutable_load() = LoadRequestFor(1);
+  v1::PagesReply reply;
+  ASSERT_TRUE(stream->Write(load));
+  ASSERT_TRUE(stream->Read(&reply));  // open and idle
+  services_->CloseStreams();
+  EXPECT_FALSE(stream->Read(&reply));
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  // A stream opened from now on is ended at once.
+  grpc::ClientContext late_ctx;
+  Identify(&late_ctx);
+  auto late = stub_->Pages(&late_ctx);
+  late->Write(load);
+  EXPECT_FALSE(late->Read(&reply));
+  EXPECT_EQ(late->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  server_->Shutdown();
+  services_->Shutdown();
   server_.reset();
 }
 
