@@ -367,7 +367,8 @@ std::vector<ClusterTier::PeerView> ClusterTier::peers() const {
   MutexLock lock(&peers_mu_);
   for (auto& p : peers_) {
     out.push_back(PeerView{p->address(), p->node_id(), p->up(), p->draining(), p->eligible(),
-                           p->stores_sent(), p->store_batches(), p->invalidates_sent()});
+                           p->stores_sent(), p->store_batches(), p->invalidates_sent(),
+                           p->stream_retries()});
   }
   return out;
 }

@@ -96,6 +96,8 @@ class ClusterTier final : public Tier {
     std::string address, node_id;
     bool up, draining, eligible;
     uint64_t stores, batches, invalidates;
+    // Requests sent again on a new page stream after an idle one failed.
+    uint64_t stream_retries;
   };
   std::vector<PeerView> peers() const;
   uint64_t repaired() const { return repaired_.load(); }

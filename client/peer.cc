@@ -140,6 +140,14 @@ void AwaitCalls(absl::Duration poll, absl::FunctionRef<void(PageCall*)> finish) 
       case grpc::CompletionQueue::GOT_EVENT: {
         auto* call = static_cast<PageCall*>(tag);
         if (!Advance(call, ok)) break;
+        if (call->failed && !call->timed_out && !call->fresh_stream && !call->retried) {
+          calls.open.erase(std::find(calls.open.begin(), calls.open.end(), call));
+          call->retried = true;
+          call->peer->stream_retries_++;
+          call->stream.reset();
+          call->peer->StartPageCall(call, *call->request, call->reply, /*fresh=*/true);
+          break;
+        }
         calls.open.erase(std::find(calls.open.begin(), calls.open.end(), call));
         finish(call);
         break;
@@ -437,13 +445,14 @@ void Peer::FinishStore(StoreCall* call) {
 }
 
 void Peer::StartPageCall(PageCall* call, const v1::PagesRequest& request,
-                         v1::PagesReply* reply) {
+                         v1::PagesReply* reply, bool fresh) {
   ThreadCalls& calls = Calls();
   std::shared_ptr<v1::PageStore::Stub> current = stub();
   std::vector<std::unique_ptr<PageStream>>& idle = calls.idle[uid_];
   // A stream made before the peer was reconnected (CheckHealth) is dropped.
   while (!idle.empty() && idle.back()->stub != current) idle.pop_back();
-  if (!idle.empty()) {
+  call->fresh_stream = fresh || idle.empty();
+  if (!call->fresh_stream) {
     call->stream = std::move(idle.back());
     idle.pop_back();
   } else {
@@ -451,10 +460,15 @@ void Peer::StartPageCall(PageCall* call, const v1::PagesRequest& request,
     call->stream = std::make_unique<PageStream>(uid_, std::move(current), options_.client_id,
                                                 &calls.queue);
   }
-  call->peer = this;
-  call->deadline = absl::Now() + options_.call_timeout;
+  if (!call->retried) {
+    call->peer = this;
+    call->deadline = absl::Now() + options_.call_timeout;
+  }
+  call->request = &request;
+  call->reply = reply;
   call->pending = 2;
   call->failed = call->finishing = call->timed_out = false;
+  call->status = grpc::Status();
   call->stream->rw->Write(request, call);
   call->stream->rw->Read(reply, call);
   calls.open.push_back(call);

@@ -75,7 +75,14 @@ struct PageCall {
   bool failed = false;     // a stream operation failed: the stream is done
   bool finishing = false;  // the stream's status is on its way
   bool timed_out = false;  // cancelled at its deadline
-  grpc::Status status;     // the stream's, once failed
+  // Made for this call; else taken idle, and then (once) sent again on a
+  // new stream should it fail: an idle stream may have died unnoticed (the
+  // peer restarted), and both requests may safely be repeated.
+  bool fresh_stream = false;
+  bool retried = false;
+  grpc::Status status;  // the stream's, once failed
+  const v1::PagesRequest* request = nullptr;
+  v1::PagesReply* reply = nullptr;
   PageCall();
   ~PageCall();
   PageCall(const PageCall&) = delete;
@@ -208,13 +215,16 @@ class Peer {
   uint64_t stores_sent() const { return stores_sent_.load(); }
   uint64_t store_batches() const { return store_batches_.load(); }
   uint64_t invalidates_sent() const { return invalidates_sent_.load(); }
+  uint64_t stream_retries() const { return stream_retries_.load(); }
 
  private:
   // (Re)creates the channel and stub.
   void Connect();
   // Sends `request` on one of this thread's streams to this peer (made if
-  // it has none idle); the reply will be read into `reply`.
-  void StartPageCall(PageCall* call, const v1::PagesRequest& request, v1::PagesReply* reply);
+  // it has none idle, or if `fresh`); the reply will be read into `reply`.
+  void StartPageCall(PageCall* call, const v1::PagesRequest& request, v1::PagesReply* reply,
+                     bool fresh = false);
+  friend void AwaitCalls(absl::Duration poll, absl::FunctionRef<void(PageCall*)> finish);
   // The status of a completed page call: the stream's when it failed, the
   // reply's own when the request failed as a whole, or kInternal when the
   // reply is not of `expected` kind. A stream that still works goes back
@@ -253,6 +263,7 @@ class Peer {
   std::atomic<bool> full_{false};
   std::atomic<int> consecutive_failures_{0};
   std::atomic<uint64_t> stores_sent_{0}, store_batches_{0}, invalidates_sent_{0};
+  std::atomic<uint64_t> stream_retries_{0};
 
   mutable Mutex mu_;
   CondVar cv_{&mu_};

@@ -55,6 +55,7 @@ namespace ramster {
 namespace {
 
 constexpr int kMaxMessageBytes = 4 << 20;
+constexpr int kMaxStreamsPerConnection = 256;
 
 std::string Hostname() {
   char buf[256] = {};
@@ -117,6 +118,9 @@ int Run() {
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  // Calls (page streams included) open at once on one client connection;
+  // more wait at the client. A client opens a few per thread.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, kMaxStreamsPerConnection);
 
   // The node opens (and reloads its disk tier) before it serves; its name
   // needs the port, known only once the server has bound it.

@@ -354,8 +354,11 @@ class PagesCall final : public Call {
  private:
   enum class State { kWaiting, kReading, kWriting, kFinishing };
 
+  // As UnaryCall's: room for a one-page request and its reply.
+  static constexpr size_t kArenaBlockBytes = 1024;
+
   PagesCall(Shared* shared, grpc::ServerCompletionQueue* cq)
-      : shared_(shared), cq_(cq), stream_(&ctx_) {}
+      : shared_(shared), cq_(cq), arena_(arena_block_, sizeof(arena_block_)), stream_(&ctx_) {}
 
   // REQUIRES: Enter (as for every method below: each Leaves once it has
   // started the call's next operation).
@@ -375,15 +378,19 @@ class PagesCall final : public Call {
     ReadAndLeave();
   }
 
+  // Each request and its store reply live on the arena, reset for the
+  // next: an idle stream holds its first block, not the memory of the
+  // largest request it ever had.
   void ReadAndLeave() {
     state_ = State::kReading;
-    request_.Clear();
-    stream_.Read(&request_, this);
+    arena_.Reset();
+    request_ = google::protobuf::Arena::CreateMessage<v1::PagesRequest>(&arena_);
+    stream_.Read(request_, this);
     shared_->Leave();
   }
 
   void Serve() {
-    if (request_.op_case() == v1::PagesRequest::OP_NOT_SET) {
+    if (request_->op_case() == v1::PagesRequest::OP_NOT_SET) {
       shared_->node->CountRejected();
       WriteAndLeave(absl::InvalidArgumentError("request has neither store nor load"));
       return;
@@ -402,18 +409,18 @@ class PagesCall final : public Call {
 
   // The request's answer in reply_ (ok), or why it failed as a whole.
   absl::Status Answer() {
-    if (request_.op_case() == v1::PagesRequest::kStore) {
-      store_reply_.Clear();
+    if (request_->op_case() == v1::PagesRequest::kStore) {
+      auto* store_reply = google::protobuf::Arena::CreateMessage<v1::PagesReply>(&arena_);
       absl::Status s =
-          shared_->node->Store(caller_, request_.store(), store_reply_.mutable_store());
+          shared_->node->Store(caller_, request_->store(), store_reply->mutable_store());
       if (!s.ok()) return s;
       bool own = false;
       reply_.Clear();  // serializing needs an empty buffer
       return FromGrpcStatus(grpc::SerializationTraits<v1::PagesReply>::Serialize(
-          store_reply_, &reply_, &own));
+          *store_reply, &reply_, &own));
     }
-    LoadReplyEncoder encoder(request_.load().keys_size());
-    if (absl::Status s = shared_->node->Load(caller_, request_.load(), &encoder); !s.ok()) {
+    LoadReplyEncoder encoder(request_->load().keys_size());
+    if (absl::Status s = shared_->node->Load(caller_, request_->load(), &encoder); !s.ok()) {
       return s;
     }
     // PagesReply{load = <the encoded LoadResponse>}: its field's tag and
@@ -463,8 +470,10 @@ class PagesCall final : public Call {
   State state_ = State::kWaiting;
   bool registered_ = false;
   std::string caller_;
-  v1::PagesRequest request_;
-  v1::PagesReply store_reply_;
+  // The arena's first block, declared before the arena: it must outlive it.
+  alignas(16) char arena_block_[kArenaBlockBytes];
+  google::protobuf::Arena arena_;
+  v1::PagesRequest* request_ = nullptr;  // on arena_, the one being answered
   grpc::ByteBuffer reply_;
   grpc::ServerContext ctx_;
   grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, v1::PagesRequest> stream_;

@@ -217,6 +217,31 @@ TEST(Cluster, RangesTravelInBatchesAndSurviveAPeerDying) {
   EXPECT_EQ(cl.stack->stats().load_failures, 0u);
 }
 
+// A peer restarted between two requests leaves the client's idle page
+// streams dead; the next request on one is sent again on a new stream, so
+// the restart costs no failed request.
+TEST(Cluster, APeerRestartedBetweenRequestsCostsNoFailure) {
+  Cluster c(1, "64M");
+  const uint64_t kSlots = 64;
+  Client cl = MakeClient(c, kSlots, 1);
+  std::vector<uint8_t> data;
+  for (uint64_t s = 0; s < kSlots; ++s) {
+    auto p = Content(s, 1);
+    data.insert(data.end(), p.begin(), p.end());
+  }
+  ASSERT_TRUE(cl.stack->StoreRange(0, data).ok());
+  ASSERT_EQ(cl.stack->stats().slots_in[0], kSlots);
+  ASSERT_EQ(c.server(0).Stop(), 0);  // graceful: pages kept
+  ASSERT_TRUE(c.Restart(0)) << c.server(0).log();
+  std::vector<uint8_t> out(data.size());
+  ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, data);
+  EXPECT_EQ(cl.stack->stats().load_failures, 0u);
+  const auto peers = cl.cluster->peers();
+  EXPECT_GE(peers[0].stream_retries, 1u);
+  EXPECT_TRUE(peers[0].up);
+}
+
 TEST(Cluster, KillOnePeerDuringWritesAndReadsLosesNothingAndHeals) {
   Cluster c(4, "64M");
   const uint64_t kSlots = 2000;
