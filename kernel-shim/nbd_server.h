@@ -29,7 +29,10 @@
 // Each request still gets its own reply with its own error; the replies of
 // a batch go out in one send. A batch never holds two requests that touch
 // the same page, nor one that would overtake an older request of its
-// connection on a page they share (both then stay queued, in order).
+// connection on a page they share (both then stay queued, in order). A
+// connection has one batch running at a time: what arrives meanwhile waits
+// and forms its next batch (bigger batches, fewer calls to the peers),
+// unless the running one takes longer than batch_overtake_after.
 // Requests on one page that are in flight together may still run at once
 // on different workers, as NBD allows (and as the kernel never does). A FUA
 // write in a batch is answered after one device flush that follows the
@@ -101,6 +104,10 @@ struct NbdServerOptions {
   // larger request runs alone). At most 64 MiB; below 8192 there is no
   // batching.
   size_t max_batch_bytes = 128 << 10;
+  // A connection runs one batch at a time (its next whole-page requests
+  // wait and go together, see nbd_server.cc JobQueue), unless the running
+  // one has taken this long: then the next goes to another worker.
+  absl::Duration batch_overtake_after = absl::Milliseconds(1);
   // Run a connection's lone request on its reader (see above).
   bool inline_lone_requests = true;
   // Run bursts of whole-page writes on the reader when the device's writes

@@ -988,6 +988,68 @@ TEST_F(NbdServerTest, WaitingWholePageReadsRunAsOneBatchEachWithItsOwnReply) {
   EXPECT_EQ(s.bytes_read, 13u * 4096);
 }
 
+// A connection runs one batch at a time: with workers to spare, what
+// arrives while its batch runs waits and goes as its next batch; a FLUSH
+// does not wait.
+TEST_F(NbdServerTest, AConnectionRunsOneBatchAtATimeAndWhatArrivesMeanwhileGoesNext) {
+  options_.workers = 4;
+  options_.batch_overtake_after = absl::Hours(1);
+  StartServer();
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> data = Pattern(16 * 4096, 12);
+  ASSERT_EQ(*c->Write(0, data), 0u);
+  HoldTheWorker(c.get(), 100, 15 * 4096);
+  std::map<uint64_t, uint32_t> lengths{{100, 4096}};
+  for (uint64_t i = 1; i <= 10; ++i) {
+    ASSERT_TRUE(
+        c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, 100 + i, i * 4096, 4096}).ok());
+    lengths[100 + i] = 4096;
+  }
+  ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdFlush, 200, 0, 0}).ok());
+  absl::StatusOr<nbd::SimpleReply> flushed = c->RecvReply();
+  ASSERT_TRUE(flushed.ok()) << flushed.status();
+  EXPECT_EQ(flushed->handle, 200u);  // answered while the READ is held
+  // Three idle workers, and still the ten wait for the held batch.
+  ReleaseWhenQueued(10);
+  std::map<uint64_t, Reply> replies = RecvReplies(c.get(), 11, lengths);
+  ASSERT_EQ(replies.size(), 11u);
+  for (const auto& [handle, length] : lengths) {
+    const uint64_t page = handle == 100 ? 15 : handle - 100;
+    EXPECT_EQ(replies[handle].error, 0u) << handle;
+    EXPECT_EQ(replies[handle].data, Slice(data, page * 4096, length)) << handle;
+  }
+  // The held READ ran alone; the ten as one batch.
+  EXPECT_EQ(device_->batches(), std::vector<size_t>{10});
+}
+
+// A batch that runs longer than batch_overtake_after (a hung peer) no
+// longer holds back its connection's next one.
+TEST_F(NbdServerTest, ASlowBatchIsOvertaken) {
+  options_.workers = 4;
+  options_.batch_overtake_after = absl::Milliseconds(20);
+  StartServer();
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> data = Pattern(16 * 4096, 13);
+  ASSERT_EQ(*c->Write(0, data), 0u);
+  HoldTheWorker(c.get(), 100, 15 * 4096);
+  std::map<uint64_t, uint32_t> lengths{{100, 4096}};
+  for (uint64_t i = 1; i <= 4; ++i) {
+    ASSERT_TRUE(
+        c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, 100 + i, i * 4096, 4096}).ok());
+    lengths[100 + i] = 4096;
+  }
+  WaitFor([&] { return device_->held() >= 2; });  // a second batch, the first still held
+  EXPECT_GE(device_->held(), 2);
+  device_->Release();
+  std::map<uint64_t, Reply> replies = RecvReplies(c.get(), 5, lengths);
+  ASSERT_EQ(replies.size(), 5u);
+  for (const auto& [handle, length] : lengths) {
+    const uint64_t page = handle == 100 ? 15 : handle - 100;
+    EXPECT_EQ(replies[handle].error, 0u) << handle;
+    EXPECT_EQ(replies[handle].data, Slice(data, page * 4096, length)) << handle;
+  }
+}
+
 // A batch takes only whole-page requests of one kind that touch no page of
 // each other nor of an older request it leaves waiting; the rest run later,
 // in order. FUA is honoured by a flush before the batch's replies.
