@@ -1,5 +1,5 @@
 // Taking completions off a gRPC completion queue with bounded polling: the
-// client's threads wait for their calls this way (client/peer.h AwaitCall),
+// client's threads wait for their calls this way (client/peer.h AwaitCalls),
 // a server's io threads for requests (server/services.cc).
 #ifndef RAMSTER_COMMON_COMPLETION_QUEUE_H_
 #define RAMSTER_COMMON_COMPLETION_QUEUE_H_
