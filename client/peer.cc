@@ -140,15 +140,15 @@ void AwaitCalls(absl::Duration poll, absl::FunctionRef<void(PageCall*)> finish) 
       case grpc::CompletionQueue::GOT_EVENT: {
         auto* call = static_cast<PageCall*>(tag);
         if (!Advance(call, ok)) break;
+        calls.open.erase(std::find(calls.open.begin(), calls.open.end(), call));
         if (call->failed && !call->timed_out && !call->fresh_stream && !call->retried) {
-          calls.open.erase(std::find(calls.open.begin(), calls.open.end(), call));
+          // Once more, on a new stream, within the same deadline.
           call->retried = true;
           call->peer->stream_retries_++;
           call->stream.reset();
           call->peer->StartPageCall(call, *call->request, call->reply, /*fresh=*/true);
           break;
         }
-        calls.open.erase(std::find(calls.open.begin(), calls.open.end(), call));
         finish(call);
         break;
       }
