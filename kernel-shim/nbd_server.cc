@@ -313,6 +313,7 @@ class NbdServer::JobQueue {
       : overtake_after_(overtake_after), ring_(capacity) {
     MutexLock lock(&mu_);
     passed_.reserve(capacity);
+    waiting_.reserve(capacity);
     busy_.reserve(64);
   }
 
@@ -361,9 +362,9 @@ class NbdServer::JobQueue {
       at = FirstRunnable();
     }
     if (count_ == 0) return false;
-    // Jobs before `at` wait for their connections' batches; none is of the
-    // connection of the job at `at` when that one is Batchable (it would
-    // be runnable as well).
+    // Jobs before `at` wait for their connections' batches (or, sharing a
+    // page with such a job, behind it); none is of the connection of the
+    // job at `at` when that one is Batchable (it would be runnable too).
     Job& taken = ring_[(head_ + at) % ring_.size()];
     batch->push_back(std::move(taken));
     const Request first = batch->front().request;
@@ -411,9 +412,9 @@ class NbdServer::JobQueue {
 
   // The batch PopBatch gave, whose first job was `first` of `conn`, has
   // run: the connection's next Batchable jobs may go. REQUIRES: the caller
-  // calls PopBatch next. (The connection may
-  // be gone by now, and its address reused: at worst a new connection's
-  // batch then has company, as without the rule.)
+  // calls PopBatch next. (The connection may be gone by now, and its
+  // address reused: at worst a new connection's batch then has company, as
+  // without the rule.)
   void Finished(const Connection* conn, const Request& first) {
     if (!Batchable(first)) return;
     MutexLock lock(&mu_);
@@ -452,6 +453,8 @@ class NbdServer::JobQueue {
   absl::flat_hash_map<const Connection*, Running> busy_ ABSL_GUARDED_BY(mu_);
   // A worker waits with a timeout for the next overtake (the others sleep).
   bool timed_waiter_ ABSL_GUARDED_BY(mu_) = false;
+  // FirstRunnable's scratch: the jobs it found waiting.
+  std::vector<std::pair<const Connection*, PageRange>> waiting_ ABSL_GUARDED_BY(mu_);
 
   bool Runnable(const Job& job, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!Batchable(job.request)) return true;
@@ -464,13 +467,24 @@ class NbdServer::JobQueue {
     for (const auto& [conn, running] : busy_) t = std::min(t, running.newest + overtake_after_);
     return t;
   }
-  // The position of the oldest job that may run now; count_ if none.
-  size_t FirstRunnable() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // The position of the oldest job that may run now; count_ if none. A
+  // job that shares a page with an older waiting job of its connection
+  // waits as well: requests on one page run in the order they came.
+  size_t FirstRunnable() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (count_ == 0) return 0;
     const absl::Time now = absl::Now();
-    size_t i = 0;
-    while (i < count_ && !Runnable(ring_[(head_ + i) % ring_.size()], now)) ++i;
-    return i;
+    waiting_.clear();
+    for (size_t i = 0; i < count_; ++i) {
+      const Job& job = ring_[(head_ + i) % ring_.size()];
+      const PageRange pages = PagesOf(job.request);
+      bool runnable = Runnable(job, now);
+      for (size_t k = 0; runnable && k < waiting_.size(); ++k) {
+        runnable = !(waiting_[k].first == job.conn && waiting_[k].second.Overlaps(pages));
+      }
+      if (runnable) return i;
+      waiting_.emplace_back(job.conn, pages);  // at most capacity: no allocation
+    }
+    return count_;
   }
 };
 
