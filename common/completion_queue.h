@@ -11,20 +11,9 @@
 
 namespace ramster {
 
-// CompletionQueue::Next, but polled for up to `poll` first (BusyPoll) before
-// it sleeps. False once the queue is shut down and drained.
-inline bool NextPolled(grpc::CompletionQueue* cq, absl::Duration poll, void** tag, bool* ok) {
-  if (BusyPoll::Poll(poll, [&] {
-        return cq->AsyncNext(tag, ok, gpr_time_0(GPR_CLOCK_REALTIME)) ==
-               grpc::CompletionQueue::GOT_EVENT;
-      })) {
-    return true;
-  }
-  return cq->Next(tag, ok);
-}
-
-// The same with a deadline: GOT_EVENT, TIMEOUT once `deadline` has passed,
-// or SHUTDOWN once the queue is shut down and drained.
+// CompletionQueue::AsyncNext, but polled for up to `poll` first (BusyPoll)
+// before it sleeps: GOT_EVENT, TIMEOUT once `deadline` has passed, or
+// SHUTDOWN once the queue is shut down and drained.
 inline grpc::CompletionQueue::NextStatus NextPolledUntil(grpc::CompletionQueue* cq,
                                                          absl::Duration poll,
                                                          absl::Time deadline, void** tag,
@@ -35,7 +24,17 @@ inline grpc::CompletionQueue::NextStatus NextPolledUntil(grpc::CompletionQueue* 
       })) {
     return grpc::CompletionQueue::GOT_EVENT;
   }
+  if (deadline == absl::InfiniteFuture()) {
+    return cq->AsyncNext(tag, ok, gpr_inf_future(GPR_CLOCK_REALTIME));
+  }
   return cq->AsyncNext(tag, ok, absl::ToChronoTime(deadline));
+}
+
+// CompletionQueue::Next, polled the same way. False once the queue is shut
+// down and drained.
+inline bool NextPolled(grpc::CompletionQueue* cq, absl::Duration poll, void** tag, bool* ok) {
+  return NextPolledUntil(cq, poll, absl::InfiniteFuture(), tag, ok) ==
+         grpc::CompletionQueue::GOT_EVENT;
 }
 
 }  // namespace ramster
