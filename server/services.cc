@@ -22,14 +22,24 @@
 namespace ramster {
 namespace services_internal {
 
-// The index of PageStore.Load among the service's methods, as the generated
-// service numbers them (in .proto order, as the descriptor does).
+// The index of PageStore's method `name` among the service's methods, as
+// the generated service numbers them (in .proto order, as the descriptor
+// does).
+inline int PageStoreMethodIndex(const char* name) {
+  return v1::PagesRequest::descriptor()
+      ->file()
+      ->FindServiceByName("PageStore")
+      ->FindMethodByName(name)
+      ->index();
+}
+
 inline int LoadMethodIndex() {
-  static const int index = v1::LoadRequest::descriptor()
-                               ->file()
-                               ->FindServiceByName("PageStore")
-                               ->FindMethodByName("Load")
-                               ->index();
+  static const int index = PageStoreMethodIndex("Load");
+  return index;
+}
+
+inline int PagesMethodIndex() {
+  static const int index = PageStoreMethodIndex("Pages");
   return index;
 }
 
@@ -52,16 +62,6 @@ class WithEncodedLoadReply : public BaseClass {
                                      notification_cq, tag);
   }
 };
-
-// The index of PageStore.Pages, as for Load.
-inline int PagesMethodIndex() {
-  static const int index = v1::PagesRequest::descriptor()
-                               ->file()
-                               ->FindServiceByName("PageStore")
-                               ->FindMethodByName("Pages")
-                               ->index();
-  return index;
-}
 
 // PageStore.Pages with its replies sent as bytes (a Load's as the node
 // encoded them): the generated WithAsyncMethod_Pages, with a ByteBuffer
