@@ -984,7 +984,9 @@ void NbdServer::Transmission(Connection* c) {
   const bool quick_writes = options_.inline_quick_writes && device_->quick_writes();
   const auto queue_ready = [&] {
     if (ready.empty()) return;
-    if (quick_writes && QuickWriteBurst(ready)) {
+    // Only when nothing older of this connection is in flight: a quick
+    // write must not overtake a request waiting in the queue.
+    if (quick_writes && inflight == static_cast<int>(ready.size()) && QuickWriteBurst(ready)) {
       inline_requests_ += ready.size();
       Run(absl::MakeSpan(ready));
       ready.clear();

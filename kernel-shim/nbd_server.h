@@ -48,8 +48,9 @@
 //
 // Quick writes: on a device whose whole-page writes return without I/O
 // (BlockDevice::quick_writes, e.g. a write-behind area), a burst made only
-// of whole-page WRITEs without FUA that touch no page twice runs on the
-// reader as one batch, replies in one send: no worker wakeups at all.
+// of whole-page WRITEs without FUA that touch no page twice, on a
+// connection with nothing else in flight, runs on the reader as one batch,
+// replies in one send: no worker wakeups at all.
 // Anything else in the burst sends the whole burst the usual way.
 // inline_quick_writes turns this off.
 //

@@ -212,6 +212,19 @@ std::vector<uint8_t> Slice(const std::vector<uint8_t>& v, size_t offset, size_t 
   return std::vector<uint8_t>(v.begin() + offset, v.begin() + offset + n);
 }
 
+// Every READ of `lengths` succeeded with its bytes of `data`: handle 100
+// read from page 15 (HoldTheWorker's), handle 100 + p from page p.
+void ExpectReads(const std::map<uint64_t, Reply>& replies,
+                 const std::map<uint64_t, uint32_t>& lengths, const std::vector<uint8_t>& data) {
+  for (const auto& [handle, length] : lengths) {
+    auto it = replies.find(handle);
+    ASSERT_NE(it, replies.end()) << handle;
+    const uint64_t page = handle == 100 ? 15 : handle - 100;
+    EXPECT_EQ(it->second.error, 0u) << handle;
+    EXPECT_EQ(it->second.data, Slice(data, page * 4096, length)) << handle;
+  }
+}
+
 class NbdServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -289,6 +302,16 @@ class NbdServerTest : public ::testing::Test {
     WaitFor([&] { return server_->stats().queued == n; });
     ASSERT_EQ(server_->stats().queued, n);
     device_->Release();
+  }
+  // Sends one-page READs of pages first..last, handle 100 + page, and adds
+  // them to `lengths`.
+  void SendPageReads(NbdTestClient* c, uint64_t first, uint64_t last,
+                     std::map<uint64_t, uint32_t>* lengths) {
+    for (uint64_t p = first; p <= last; ++p) {
+      ASSERT_TRUE(
+          c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, 100 + p, p * 4096, 4096}).ok());
+      (*lengths)[100 + p] = 4096;
+    }
   }
 
   std::string dir_;
@@ -792,6 +815,33 @@ TEST_F(NbdServerTest, ABurstWithFuaPartialOverlappingOrOtherRequestsGoesToTheWor
   EXPECT_EQ(Slice(back, 10, 100), Pattern(100, 9));
 }
 
+// A burst of quick writes runs on the reader only when nothing older of
+// its connection is in flight: here it waits behind a READ of its page that
+// waits for the connection's batch, and the READ sees the page as it was.
+TEST_F(NbdServerTest, AQuickWriteDoesNotOvertakeARequestWaitingInTheQueue) {
+  device_->quick = true;
+  options_.workers = 4;
+  options_.batch_overtake_after = absl::Hours(1);
+  StartServer();
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> data = Pattern(16 * 4096, 16);
+  ASSERT_EQ(*c->Write(0, data), 0u);
+  HoldTheWorker(c.get(), 100, 15 * 4096);
+  std::map<uint64_t, uint32_t> lengths{{100, 4096}};
+  SendPageReads(c.get(), 3, 3, &lengths);
+  ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdWrite, 300, 3 * 4096, 4096},
+                             Pattern(4096, 17))
+                  .ok());
+  ReleaseWhenQueued(2);  // the READ and the WRITE
+  std::map<uint64_t, Reply> replies = RecvReplies(c.get(), 3, lengths);
+  ASSERT_EQ(replies.size(), 3u);
+  EXPECT_EQ(replies[300].error, 0u);
+  ExpectReads(replies, lengths, data);
+  std::vector<uint8_t> back;
+  ASSERT_EQ(*c->Read(3 * 4096, 4096, &back), 0u);
+  EXPECT_EQ(back, Pattern(4096, 17));
+}
+
 TEST_F(NbdServerTest, ARequestArrivingWhileALoneOneRunsWaitsForItThenCompletes) {
   options_.inline_lone_requests = true;
   StartServer();
@@ -966,21 +1016,13 @@ TEST_F(NbdServerTest, WaitingWholePageReadsRunAsOneBatchEachWithItsOwnReply) {
   HoldTheWorker(c.get(), 100, 15 * 4096);
   // Behind it: ten one-page READs and one of two pages.
   std::map<uint64_t, uint32_t> lengths{{100, 4096}};
-  for (uint64_t i = 1; i <= 10; ++i) {
-    ASSERT_TRUE(
-        c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, 100 + i, i * 4096, 4096}).ok());
-    lengths[100 + i] = 4096;
-  }
+  SendPageReads(c.get(), 1, 10, &lengths);
   ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, 111, 11 * 4096, 8192}).ok());
   lengths[111] = 8192;
   ReleaseWhenQueued(11);
   std::map<uint64_t, Reply> replies = RecvReplies(c.get(), 12, lengths);
   ASSERT_EQ(replies.size(), 12u);
-  for (const auto& [handle, length] : lengths) {
-    const uint64_t page = handle == 100 ? 15 : handle - 100;
-    EXPECT_EQ(replies[handle].error, 0u) << handle;
-    EXPECT_EQ(replies[handle].data, Slice(data, page * 4096, length)) << handle;
-  }
+  ExpectReads(replies, lengths, data);
   EXPECT_EQ(device_->batches(), std::vector<size_t>{11});
   NbdServerStats s = server_->stats();
   EXPECT_EQ(s.batches, 1u);
@@ -1000,11 +1042,7 @@ TEST_F(NbdServerTest, AConnectionRunsOneBatchAtATimeAndWhatArrivesMeanwhileGoesN
   ASSERT_EQ(*c->Write(0, data), 0u);
   HoldTheWorker(c.get(), 100, 15 * 4096);
   std::map<uint64_t, uint32_t> lengths{{100, 4096}};
-  for (uint64_t i = 1; i <= 10; ++i) {
-    ASSERT_TRUE(
-        c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, 100 + i, i * 4096, 4096}).ok());
-    lengths[100 + i] = 4096;
-  }
+  SendPageReads(c.get(), 1, 10, &lengths);
   // A whole-page WRITE waits like the READs; a partial one of the same
   // page (never batched) waits behind it, not to overtake it.
   ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdWrite, 300, 20 * 4096, 4096},
@@ -1024,11 +1062,7 @@ TEST_F(NbdServerTest, AConnectionRunsOneBatchAtATimeAndWhatArrivesMeanwhileGoesN
   ASSERT_EQ(replies.size(), 13u);
   EXPECT_EQ(replies[300].error, 0u);
   EXPECT_EQ(replies[301].error, 0u);
-  for (const auto& [handle, length] : lengths) {
-    EXPECT_EQ(replies[handle].error, 0u) << handle;
-    const uint64_t page = handle == 100 ? 15 : handle - 100;
-    EXPECT_EQ(replies[handle].data, Slice(data, page * 4096, length)) << handle;
-  }
+  ExpectReads(replies, lengths, data);
   // The held READ ran alone; the ten as one batch.
   EXPECT_EQ(device_->batches().front(), 10u);
 }
@@ -1044,21 +1078,13 @@ TEST_F(NbdServerTest, ASlowBatchIsOvertaken) {
   ASSERT_EQ(*c->Write(0, data), 0u);
   HoldTheWorker(c.get(), 100, 15 * 4096);
   std::map<uint64_t, uint32_t> lengths{{100, 4096}};
-  for (uint64_t i = 1; i <= 4; ++i) {
-    ASSERT_TRUE(
-        c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, 100 + i, i * 4096, 4096}).ok());
-    lengths[100 + i] = 4096;
-  }
+  SendPageReads(c.get(), 1, 4, &lengths);
   WaitFor([&] { return device_->held() >= 2; });  // a second batch, the first still held
   EXPECT_GE(device_->held(), 2);
   device_->Release();
   std::map<uint64_t, Reply> replies = RecvReplies(c.get(), 5, lengths);
   ASSERT_EQ(replies.size(), 5u);
-  for (const auto& [handle, length] : lengths) {
-    const uint64_t page = handle == 100 ? 15 : handle - 100;
-    EXPECT_EQ(replies[handle].error, 0u) << handle;
-    EXPECT_EQ(replies[handle].data, Slice(data, page * 4096, length)) << handle;
-  }
+  ExpectReads(replies, lengths, data);
 }
 
 // A batch takes only whole-page requests of one kind that touch no page of
