@@ -41,6 +41,16 @@ std::vector<uint8_t> Content(uint64_t slot, uint64_t version) {
   return p;
 }
 
+// Content of slots 0..slots-1, one after the other.
+std::vector<uint8_t> RangeContent(uint64_t slots, uint64_t version) {
+  std::vector<uint8_t> data;
+  for (uint64_t s = 0; s < slots; ++s) {
+    auto p = Content(s, version);
+    data.insert(data.end(), p.begin(), p.end());
+  }
+  return data;
+}
+
 class Cluster {
  public:
   Cluster(int n, const std::string& ram, const std::string& quota = "0") {
@@ -193,11 +203,7 @@ TEST(Cluster, RangesTravelInBatchesAndSurviveAPeerDying) {
   Cluster c(3, "64M");
   const uint64_t kSlots = 1024;
   Client cl = MakeClient(c, kSlots, 2);
-  std::vector<uint8_t> data;
-  for (uint64_t s = 0; s < kSlots; ++s) {
-    auto p = Content(s, 1);
-    data.insert(data.end(), p.begin(), p.end());
-  }
+  const std::vector<uint8_t> data = RangeContent(kSlots, 1);
   ASSERT_TRUE(cl.stack->StoreRange(0, data).ok());
   uint64_t batches = 0, stores = 0;
   for (const auto& p : cl.cluster->peers()) {
@@ -224,11 +230,7 @@ TEST(Cluster, APeerRestartedBetweenRequestsCostsNoFailure) {
   Cluster c(1, "64M");
   const uint64_t kSlots = 64;
   Client cl = MakeClient(c, kSlots, 1);
-  std::vector<uint8_t> data;
-  for (uint64_t s = 0; s < kSlots; ++s) {
-    auto p = Content(s, 1);
-    data.insert(data.end(), p.begin(), p.end());
-  }
+  const std::vector<uint8_t> data = RangeContent(kSlots, 1);
   ASSERT_TRUE(cl.stack->StoreRange(0, data).ok());
   ASSERT_EQ(cl.stack->stats().slots_in[0], kSlots);
   ASSERT_EQ(c.server(0).Stop(), 0);  // graceful: pages kept
