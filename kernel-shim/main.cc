@@ -59,9 +59,15 @@ ABSL_FLAG(bool, nbd_inline, ramster::NbdServerOptions().inline_lone_requests,
           "run a connection's lone request on its reader thread instead of waking a worker");
 ABSL_FLAG(bool, nbd_quick_writes, ramster::NbdServerOptions().inline_quick_writes,
           "with a write-behind area: run a burst of whole-page writes on the connection's reader");
+ABSL_FLAG(bool, nbd_inline_reads, ramster::NbdServerOptions().inline_read_bursts,
+          "run a burst of whole-page reads, when nothing else of its connection is in flight, on "
+          "the connection's reader as one batch");
 ABSL_FLAG(ramster::ByteSize, nbd_batch,
           ramster::ByteSize(ramster::NbdServerOptions().max_batch_bytes),
           "most bytes of waiting READs or WRITEs run as one batch (one request per peer)");
+ABSL_FLAG(absl::Duration, nbd_batch_overtake,
+          ramster::NbdServerOptions().batch_overtake_after,
+          "a connection runs one batch at a time unless the running one has taken this long");
 ABSL_FLAG(ramster::ByteSize, write_behind,
           ramster::ByteSize(ramster::WriteBehindOptions().capacity_bytes),
           "staging area for whole-page writes: acknowledged once copied there, sent to the tiers in "
@@ -152,8 +158,10 @@ int Run() {
   nbd_options.buffer_pool_bytes = 16 << 20;
   nbd_options.workers = absl::GetFlag(FLAGS_nbd_workers);
   nbd_options.max_batch_bytes = absl::GetFlag(FLAGS_nbd_batch).bytes;
+  nbd_options.batch_overtake_after = absl::GetFlag(FLAGS_nbd_batch_overtake);
   nbd_options.inline_lone_requests = absl::GetFlag(FLAGS_nbd_inline);
   nbd_options.inline_quick_writes = absl::GetFlag(FLAGS_nbd_quick_writes);
+  nbd_options.inline_read_bursts = absl::GetFlag(FLAGS_nbd_inline_reads);
   nbd_options.request_poll = absl::GetFlag(FLAGS_poll_requests);
   nbd_options.unix_path = absl::GetFlag(FLAGS_nbd_unix);
   nbd_options.tcp_listen = absl::GetFlag(FLAGS_nbd_listen);

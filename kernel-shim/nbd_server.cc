@@ -974,7 +974,7 @@ void NbdServer::Transmission(Connection* c) {
   const uint64_t size = device_->size();
   const auto max_payload = static_cast<uint32_t>(options_.max_request_bytes);
   // Requests parsed but not queued yet. They go to the queue together (or,
-  // quick writes, run here), and always before the reader might block (on
+  // bursts that may, run here), and always before the reader might block (on
   // the socket, on buffer space, on sending an error): a request never
   // waits for a later one.
   std::vector<Job> ready;
@@ -984,9 +984,15 @@ void NbdServer::Transmission(Connection* c) {
   const bool quick_writes = options_.inline_quick_writes && device_->quick_writes();
   const auto queue_ready = [&] {
     if (ready.empty()) return;
-    // Only when nothing older of this connection is in flight: a quick
-    // write must not overtake a request waiting in the queue.
-    if (quick_writes && inflight == static_cast<int>(ready.size()) && QuickWriteBurst(ready)) {
+    // On the reader instead, only when nothing older of this connection is
+    // in flight (nothing may overtake a request waiting in the queue): a
+    // burst of quick writes, or a burst of reads when nothing more has
+    // arrived (it is the connection's next batch anyway).
+    const bool alone = inflight == static_cast<int>(ready.size());
+    if (alone && ((quick_writes && InlineBurst(ready, nbd::kCmdWrite, SIZE_MAX)) ||
+                  (options_.inline_read_bursts && ready.size() > 1 &&
+                   in.buffered() < nbd::kRequestBytes &&
+                   InlineBurst(ready, nbd::kCmdRead, options_.max_batch_bytes)))) {
       inline_requests_ += ready.size();
       Run(absl::MakeSpan(ready));
       ready.clear();
@@ -1051,13 +1057,14 @@ void NbdServer::Transmission(Connection* c) {
   queue_ready();
 }
 
-bool NbdServer::QuickWriteBurst(const std::vector<Job>& jobs) {
+bool NbdServer::InlineBurst(const std::vector<Job>& jobs, uint32_t type, size_t max_bytes) {
   if (jobs.empty()) return false;
+  size_t bytes = 0;
   for (size_t i = 0; i < jobs.size(); ++i) {
     const Request& r = jobs[i].request;
-    if (r.type != nbd::kCmdWrite || !Batchable(r) || (r.flags & nbd::kCmdFlagFua) != 0) {
-      return false;
-    }
+    if (r.type != type || !Batchable(r) || (r.flags & nbd::kCmdFlagFua) != 0) return false;
+    bytes += r.length;
+    if (bytes > max_bytes) return false;
     const PageRange pages = PagesOf(r);
     for (size_t k = 0; k < i; ++k) {
       if (pages.Overlaps(PagesOf(jobs[k].request))) return false;

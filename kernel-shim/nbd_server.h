@@ -54,6 +54,15 @@
 // Anything else in the burst sends the whole burst the usual way.
 // inline_quick_writes turns this off.
 //
+// Read bursts: likewise, a burst of whole-page READs (no page twice, at most
+// max_batch_bytes) on a connection with nothing else in flight, when
+// nothing more has arrived, runs on the reader as one batch: it would be the
+// connection's next batch anyway, and no worker has to wake for it. As with
+// a lone request, what arrives meanwhile waits in the socket until the
+// burst is done. A/B with fio here: QD4 reads 26k -> 34k IOPS, QD32 90k ->
+// 101k (3 peers) and 100k -> 128k (2 copies). inline_read_bursts turns this
+// off.
+//
 // Malformed input: a request that can be answered is answered with the
 // protocol's error (and a rejected WRITE's payload is read and dropped, so
 // the stream stays in sync); a stream that cannot be resynchronized (bad
@@ -114,6 +123,8 @@ struct NbdServerOptions {
   // Run bursts of whole-page writes on the reader when the device's writes
   // are quick (see above).
   bool inline_quick_writes = true;
+  // Run bursts of whole-page reads on the reader (see above).
+  bool inline_read_bursts = true;
   // A connection's reader polls an empty socket this long before it sleeps
   // on it (common/busy_poll.h); zero: it sleeps at once.
   absl::Duration request_poll = absl::ZeroDuration();
@@ -221,8 +232,9 @@ class NbdServer {
   // pages, not overlapping (JobQueue::PopBatch).
   void ExecuteBatch(absl::Span<Job> jobs);
   // True when `jobs` (a burst, in order) may run on the reader as one
-  // batch: all whole-page WRITEs without FUA, no page touched twice.
-  static bool QuickWriteBurst(const std::vector<Job>& jobs);
+  // batch: all whole-page requests of `type` without FUA, no page touched
+  // twice, at most `max_bytes` together.
+  static bool InlineBurst(const std::vector<Job>& jobs, uint32_t type, size_t max_bytes);
   // Counts a finished request (stats, the error log); its NBD error.
   uint32_t Account(const nbd::Request& r, const absl::Status& s);
   // Replies to `jobs` (of one connection; errors[i] for jobs[i]) in as few

@@ -242,9 +242,10 @@ class NbdServerTest : public ::testing::Test {
     options_.buffer_pool_bytes = 4 << 20;
     options_.log_errors = false;
     // Most tests hold a request in the device to see what queues behind it:
-    // that needs the reader to keep reading. The tests of lone requests
-    // turn this back on.
+    // that needs the reader to keep reading. The tests of lone requests and
+    // read bursts turn these back on.
     options_.inline_lone_requests = false;
+    options_.inline_read_bursts = false;
   }
 
   void TearDown() override {
@@ -813,6 +814,113 @@ TEST_F(NbdServerTest, ABurstWithFuaPartialOverlappingOrOtherRequestsGoesToTheWor
   EXPECT_TRUE(back == Pattern(4096, 1) || back == Pattern(4096, 2));
   ASSERT_EQ(*c->Read(3 * 4096, 4096, &back), 0u);
   EXPECT_EQ(Slice(back, 10, 100), Pattern(100, 9));
+}
+
+TEST_F(NbdServerTest, ABurstOfWholePageReadsRunsOnTheReaderAsOneBatch) {
+  options_.inline_read_bursts = true;
+  options_.workers = 1;
+  StartServer();
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> data = Pattern(16 * 4096, 21);
+  ASSERT_EQ(*c->Write(0, data), 0u);
+  std::vector<std::pair<nbd::Request, std::vector<uint8_t>>> rs;
+  std::map<uint64_t, uint32_t> lengths;
+  for (uint64_t p = 1; p <= 8; ++p) {
+    const uint32_t len = p == 8 ? 2 * 4096 : 4096;
+    rs.push_back({{nbd::kRequestMagic, 0, nbd::kCmdRead, 100 + p, p * 4096, len}, {}});
+    lengths[100 + p] = len;
+  }
+  ASSERT_TRUE(c->SendBytes(Burst(rs)).ok());
+  std::map<uint64_t, Reply> replies = RecvReplies(c.get(), 8, lengths);
+  ASSERT_EQ(replies.size(), 8u);
+  ExpectReads(replies, lengths, data);
+  EXPECT_EQ(server_->stats().inline_requests, 8u);
+  EXPECT_EQ(device_->batches(), std::vector<size_t>{8});
+}
+
+// A read burst that is not all whole-page READs of distinct pages, or is
+// bigger than a batch, goes the usual way; so does one that arrives while
+// another request of its connection is in flight, and then a FLUSH
+// arriving meanwhile does not wait for it.
+TEST_F(NbdServerTest, OtherReadBurstsGoToTheWorkers) {
+  options_.inline_read_bursts = true;
+  options_.max_batch_bytes = 4 * 4096;
+  options_.workers = 2;
+  options_.batch_overtake_after = absl::Hours(1);
+  StartServer();
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> data = Pattern(16 * 4096, 22);
+  ASSERT_EQ(*c->Write(0, data), 0u);
+  using R = std::pair<nbd::Request, std::vector<uint8_t>>;
+  std::map<uint64_t, uint64_t> offsets;  // by handle
+  const auto read = [&](uint64_t handle, uint64_t offset, uint32_t length) {
+    offsets[handle] = offset;
+    return R{{nbd::kRequestMagic, 0, nbd::kCmdRead, handle, offset, length}, {}};
+  };
+  const std::vector<std::vector<R>> bursts = {
+      {read(1, 4096, 4096), read(2, 4096, 4096)},                 // one page twice
+      {read(3, 2 * 4096, 4096), read(4, 3 * 4096 + 10, 100)},     // a partial read
+      {read(5, 4 * 4096, 4096), read(6, 5 * 4096, 4 * 4096)},     // more than a batch
+      {read(8, 9 * 4096, 4096), R{{nbd::kRequestMagic, 0, nbd::kCmdFlush, 9, 0, 0}, {}}},
+  };
+  for (const auto& b : bursts) {
+    ASSERT_TRUE(c->SendBytes(Burst(b)).ok());
+    std::map<uint64_t, uint32_t> lengths;
+    for (const auto& [r, payload] : b) {
+      if (r.type == nbd::kCmdRead) lengths[r.handle] = r.length;
+    }
+    std::map<uint64_t, Reply> replies = RecvReplies(c.get(), b.size(), lengths);
+    ASSERT_EQ(replies.size(), b.size());
+    for (const auto& [handle, length] : lengths) {
+      EXPECT_EQ(replies[handle].error, 0u) << handle;
+      EXPECT_EQ(replies[handle].data, Slice(data, offsets[handle], length)) << handle;
+    }
+  }
+  EXPECT_EQ(server_->stats().inline_requests, 0u);
+  // Behind a request in flight, a read burst queues, and a FLUSH after it
+  // is answered while the burst's batch waits for the device.
+  HoldTheWorker(c.get(), 100, 15 * 4096);
+  std::map<uint64_t, uint32_t> lengths{{100, 4096}};
+  SendPageReads(c.get(), 1, 3, &lengths);
+  ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdFlush, 7, 0, 0}).ok());
+  absl::StatusOr<nbd::SimpleReply> flush = c->RecvReply();
+  ASSERT_TRUE(flush.ok()) << flush.status();
+  EXPECT_EQ(flush->handle, 7u);
+  device_->Release();
+  std::map<uint64_t, Reply> replies = RecvReplies(c.get(), 4, lengths);
+  ExpectReads(replies, lengths, data);
+  EXPECT_EQ(server_->stats().inline_requests, 0u);
+}
+
+TEST_F(NbdServerTest, ARequestArrivingWhileAReadBurstRunsWaitsForItThenCompletes) {
+  options_.inline_read_bursts = true;
+  StartServer();
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> data = Pattern(4 * 4096, 23);
+  ASSERT_EQ(*c->Write(0, data), 0u);
+  device_->HoldReads();
+  std::map<uint64_t, uint32_t> lengths;
+  std::vector<std::pair<nbd::Request, std::vector<uint8_t>>> rs;
+  for (uint64_t p = 1; p <= 3; ++p) {
+    rs.push_back({{nbd::kRequestMagic, 0, nbd::kCmdRead, 100 + p, p * 4096, 4096}, {}});
+    lengths[100 + p] = 4096;
+  }
+  ASSERT_TRUE(c->SendBytes(Burst(rs)).ok());
+  WaitFor([&] { return device_->held() == 1; });
+  ASSERT_EQ(device_->held(), 1);
+  // The reader runs the burst: this FLUSH is not even parsed until it is
+  // done.
+  ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdFlush, 7, 0, 0}).ok());
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(server_->stats().flushes, 0u);
+  device_->Release();
+  std::map<uint64_t, Reply> replies = RecvReplies(c.get(), 3, lengths);
+  ExpectReads(replies, lengths, data);
+  absl::StatusOr<nbd::SimpleReply> flush = c->RecvReply();
+  ASSERT_TRUE(flush.ok()) << flush.status();
+  EXPECT_EQ(flush->handle, 7u);
+  EXPECT_EQ(flush->error, 0u);
+  EXPECT_EQ(server_->stats().inline_requests, 3u);
 }
 
 // A burst of quick writes runs on the reader only when nothing older of
