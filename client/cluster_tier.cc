@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <deque>
 
@@ -50,7 +51,7 @@ std::vector<std::string> ResolveEntry(const std::string& entry) {
 
 }  // namespace
 
-uint32_t ClusterTier::EncodePlacement(const std::vector<int>& peers) {
+uint32_t ClusterTier::EncodePlacement(absl::Span<const int> peers) {
   uint32_t p = static_cast<uint32_t>(std::min<size_t>(peers.size(), kMaxReplicas));
   for (size_t i = 0; i < peers.size() && i < kMaxReplicas; ++i) {
     p |= static_cast<uint32_t>(peers[i] & 0xFF) << (2 + 8 * i);
@@ -181,7 +182,10 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
   struct Progress {
     std::vector<Peer*> candidates;  // eligible peers, best first
     size_t next = 0;                // first candidate not asked yet
-    std::vector<int> chosen;
+    // Peers that took a copy, by their place in `candidates`: the best
+    // ranked comes first in the placement, and loads go to the first live
+    // copy, so loads spread over the peers as the copies do.
+    std::vector<std::pair<size_t, int>> chosen;
     absl::Status last = absl::UnavailableError("no peer can take pages");
   };
   std::vector<Progress> progress(items.size());
@@ -202,6 +206,7 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
   for (;;) {
     struct Ask {
       size_t item;
+      size_t rank;  // the peer's place in the item's candidates
       Peer* peer;
       Peer::PendingStore store;
     };
@@ -210,7 +215,8 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
       Progress& pr = progress[i];
       size_t missing = want > pr.chosen.size() ? want - pr.chosen.size() : 0;
       while (missing > 0 && pr.next < pr.candidates.size()) {
-        asks.push_back(Ask{i, pr.candidates[pr.next++], {}});
+        asks.push_back(Ask{i, pr.next, pr.candidates[pr.next], {}});
+        ++pr.next;
         --missing;
       }
     }
@@ -249,7 +255,7 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
     });
     for (Ask& a : asks) {
       if (a.store.result.ok()) {
-        progress[a.item].chosen.push_back(a.peer->id());
+        progress[a.item].chosen.emplace_back(a.rank, a.peer->id());
       } else {
         progress[a.item].last = a.store.result;
       }
@@ -261,7 +267,12 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
       items[i]->status = pr.last;
       continue;
     }
-    items[i]->meta.placement = EncodePlacement(pr.chosen);
+    // (Asked in peer order, one request per peer: back in rank order.)
+    std::sort(pr.chosen.begin(), pr.chosen.end());
+    std::array<int, kMaxReplicas> peers;
+    const size_t n = std::min(pr.chosen.size(), peers.size());
+    for (size_t k = 0; k < n; ++k) peers[k] = pr.chosen[k].second;
+    items[i]->meta.placement = EncodePlacement(absl::MakeConstSpan(peers.data(), n));
     items[i]->durable = pr.chosen.size() >= want;
     items[i]->status = absl::OkStatus();
   }

@@ -39,6 +39,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "client/peer.h"
 #include "client/slot_map.h"
 #include "client/tier.h"
@@ -89,7 +90,7 @@ class ClusterTier final : public Tier {
   void AttachSlotMap(SlotMap* slots, uint32_t tier_number, uint32_t pool) override;
 
   // Placement bits.
-  static uint32_t EncodePlacement(const std::vector<int>& peers);
+  static uint32_t EncodePlacement(absl::Span<const int> peers);
   static std::vector<int> DecodePlacement(uint32_t placement);
 
   struct PeerView {
