@@ -279,28 +279,42 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
 }
 
 void ClusterTier::LoadBatch(absl::Span<LoadItem* const> items) {
-  // One request per peer for the pages whose first live copy is there, all
-  // in flight at once; any page that fails there gets the page-by-page
-  // path over all its copies.
+  // One request per peer, all in flight at once; any page that fails there
+  // gets the page-by-page path over all its copies. A request per peer is
+  // most of a batch's cost on both ends, so where a page has several live
+  // copies the batch asks as few peers as it can: the peers take turns in
+  // an order that rotates from batch to batch (each comes first as often,
+  // so the load stays spread), and each page is loaded from its copy on
+  // the peer earliest in this batch's order.
   thread_local std::vector<std::vector<LoadItem*>> by_peer;
   thread_local std::vector<LoadItem*> single;
   for (auto& v : by_peer) v.clear();
   single.clear();
+  size_t peer_count;
+  {
+    MutexLock lock(&peers_mu_);
+    peer_count = peers_.size();
+  }
+  const size_t turn =
+      peer_count == 0 ? 0 : load_turn_.fetch_add(1, std::memory_order_relaxed) % peer_count;
   for (LoadItem* item : items) {
-    Peer* first = nullptr;
+    Peer* best = nullptr;
+    size_t best_place = SIZE_MAX;
     for (int id : DecodePlacement(item->meta.placement)) {
       Peer* p = PeerById(id);
-      if (p != nullptr && p->up()) {
-        first = p;
-        break;
+      if (p == nullptr || !p->up()) continue;
+      const size_t place = (static_cast<size_t>(id) + peer_count - turn) % peer_count;
+      if (place < best_place) {
+        best = p;
+        best_place = place;
       }
     }
-    if (first == nullptr) {
+    if (best == nullptr) {
       single.push_back(item);
       continue;
     }
-    if (by_peer.size() <= static_cast<size_t>(first->id())) by_peer.resize(first->id() + 1);
-    by_peer[first->id()].push_back(item);
+    if (by_peer.size() <= static_cast<size_t>(best->id())) by_peer.resize(best->id() + 1);
+    by_peer[best->id()].push_back(item);
   }
   // All started together, each verified as soon as it is back. (Kept by the
   // thread: a lone call's memory, reply arena included, is reused.)

@@ -19,7 +19,9 @@
 // Batches: StoreBatch and LoadBatch give each peer its share of the pages
 // as one request (per max_batch_pages stores, per 256 loads), to all the
 // peers at once, and wait for the answers on the calling thread (no thread
-// switch between the caller and the network).
+// switch between the caller and the network). A page with several live
+// copies is loaded from the one that lets its batch ask the fewest peers;
+// which peers those are rotates from batch to batch (see LoadBatch).
 //
 // Placement bits in the slot map (26): 2 bits replica count, then up to
 // three 8-bit peer ids. So at most 3 replicas and 256 peers per client.
@@ -122,6 +124,8 @@ class ClusterTier final : public Tier {
 
   mutable Mutex peers_mu_;
   std::vector<std::unique_ptr<Peer>> peers_ ABSL_GUARDED_BY(peers_mu_);
+  // Turns of LoadBatch: which peer comes first in its order (see there).
+  std::atomic<uint64_t> load_turn_{0};
   absl::Time last_resolve_ ABSL_GUARDED_BY(peers_mu_);
 
   SlotMap* slots_ = nullptr;  // set once by AttachSlotMap

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "client/cluster_tier.h"
@@ -247,6 +248,60 @@ TEST(Cluster, LoadsSpreadOverThePeersAsTheCopiesDo) {
   for (int i = 0; i < c.size(); ++i) {
     EXPECT_GE(loads[i], 3 * ClusterTier::kPlacementRun) << "node" << i << " served " << loads[i];
   }
+}
+
+// A batch of pages with copies on every pair of 3 peers asks only 2 of
+// them (each page has a copy on one of any 2); which 2 changes from batch to
+// batch.
+TEST(Cluster, ABatchLoadsFromAsFewPeersAsItCan) {
+  Cluster c(3, "64M");
+  // One page from each of 32 runs (the stack hands a tier 32 pages as one
+  // batch): their copies lie on all three pairs (that one pair has none
+  // happens about once in 10^5).
+  const uint64_t kRuns = 32;
+  Client cl = MakeClient(c, kRuns * ClusterTier::kPlacementRun, 2);
+  std::vector<TierStack::SlotStore> stores(kRuns);
+  std::vector<std::vector<uint8_t>> pages(kRuns);
+  for (uint64_t r = 0; r < kRuns; ++r) {
+    pages[r] = Content(r * ClusterTier::kPlacementRun, 1);
+    stores[r].slot = r * ClusterTier::kPlacementRun;
+    stores[r].page = pages[r];
+  }
+  cl.stack->StoreSlots(absl::MakeSpan(stores));
+  for (const auto& st : stores) ASSERT_TRUE(st.status.ok()) << st.slot << ": " << st.status;
+  const auto loads = [&] {
+    std::vector<uint64_t> n;
+    for (int i = 0; i < c.size(); ++i) n.push_back(c.Status(i).ops().loads());
+    return n;
+  };
+  std::vector<uint64_t> before = loads();
+  std::set<int> left_out;
+  for (int round = 0; round < 3; ++round) {
+    std::vector<std::vector<uint8_t>> out(kRuns, std::vector<uint8_t>(kPageSize));
+    std::vector<TierStack::SlotLoad> batch(kRuns);
+    for (uint64_t r = 0; r < kRuns; ++r) {
+      batch[r].slot = stores[r].slot;
+      batch[r].out = absl::MakeSpan(out[r]);
+    }
+    cl.stack->LoadSlots(absl::MakeSpan(batch));
+    for (uint64_t r = 0; r < kRuns; ++r) {
+      ASSERT_TRUE(batch[r].status.ok()) << batch[r].slot << ": " << batch[r].status;
+      EXPECT_EQ(out[r], pages[r]) << batch[r].slot;
+    }
+    std::vector<uint64_t> after = loads();
+    int asked = 0;
+    for (int i = 0; i < c.size(); ++i) {
+      if (after[i] > before[i]) {
+        ++asked;
+      } else {
+        left_out.insert(i);
+      }
+    }
+    EXPECT_EQ(asked, 2) << "round " << round;
+    before = after;
+  }
+  // Each round left out a different peer.
+  EXPECT_EQ(left_out.size(), 3u);
 }
 
 // A peer restarted between two requests leaves the client's idle page
