@@ -183,8 +183,9 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
     std::vector<Peer*> candidates;  // eligible peers, best first
     size_t next = 0;                // first candidate not asked yet
     // Peers that took a copy, by their place in `candidates`: the best
-    // ranked comes first in the placement, and loads go to the first live
-    // copy, so loads spread over the peers as the copies do.
+    // ranked comes first in the placement (not the lowest peer id), so that
+    // the page-by-page load path, which tries copies in placement order,
+    // spreads over the peers as the copies do.
     std::vector<std::pair<size_t, int>> chosen;
     absl::Status last = absl::UnavailableError("no peer can take pages");
   };

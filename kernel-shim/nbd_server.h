@@ -59,9 +59,8 @@
 // nothing more has arrived, runs on the reader as one batch: it would be the
 // connection's next batch anyway, and no worker has to wake for it. As with
 // a lone request, what arrives meanwhile waits in the socket until the
-// burst is done. A/B with fio here: QD4 reads 26k -> 34k IOPS, QD32 90k ->
-// 101k (3 peers) and 100k -> 128k (2 copies). inline_read_bursts turns this
-// off.
+// burst is done. A/B with fio here (3 peers, 1 copy): QD4 reads 26k -> 34k
+// IOPS, QD32 90k -> 101k. inline_read_bursts turns this off.
 //
 // Malformed input: a request that can be answered is answered with the
 // protocol's error (and a rejected WRITE's payload is read and dropped, so

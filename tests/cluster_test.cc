@@ -224,9 +224,9 @@ TEST(Cluster, RangesTravelInBatchesAndSurviveAPeerDying) {
   EXPECT_EQ(cl.stack->stats().load_failures, 0u);
 }
 
-// A load goes to a page's first live copy, and the first copy is on the
-// page's best-ranked peer: loads spread over the peers as copies do (not
-// onto the peers that sort first).
+// A page's placement names its best-ranked peer first (the page-by-page
+// load path tries copies in that order), not the one with the lowest id;
+// and loads spread over the peers as the copies do.
 TEST(Cluster, LoadsSpreadOverThePeersAsTheCopiesDo) {
   Cluster c(3, "64M");
   // 48 runs of pages that rank the peers alike: each peer ranks first for
@@ -235,6 +235,15 @@ TEST(Cluster, LoadsSpreadOverThePeersAsTheCopiesDo) {
   Client cl = MakeClient(c, kSlots, 2);
   const std::vector<uint8_t> data = RangeContent(kSlots, 1);
   ASSERT_TRUE(cl.stack->StoreRange(0, data).ok());
+  std::map<int, uint64_t> first;  // runs whose placement names this peer first
+  for (uint64_t slot = 0; slot < kSlots; slot += ClusterTier::kPlacementRun) {
+    const std::vector<int> ids =
+        ClusterTier::DecodePlacement(cl.stack->slot_map()->at(slot).placement());
+    ASSERT_EQ(ids.size(), 2u) << slot;
+    ++first[ids[0]];
+  }
+  ASSERT_EQ(first.size(), 3u);
+  for (const auto& [id, runs] : first) EXPECT_GE(runs, 3u) << "peer " << id;
   std::vector<uint8_t> out(data.size());
   ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
   EXPECT_EQ(out, data);
