@@ -375,6 +375,25 @@ def swap():
                             fs(rn) + "x", "<= 1.25x" if b == "ramster-r1" else "-", verdict(rn, 1.25, False) if b == "ramster-r1" else "-"))
     others = ", ".join(f"{b} {fs(stats[b])} s" for b in ("ram", "loop-file", "zram-lz4") if stats.get(b))
     summary.append(("4 swap", "other backends (completion s)", "-", others, "-", "-", "-"))
+    # The shim's own time per READ (arrival to reply, over the whole run):
+    # how much of each swap-in's wait is the shim and its peers.
+    lat = []
+    for b in ("ramster-r1", "ramster-r2"):
+        per = [(load(os.path.join(RAW, f"swap-{b}-run{r}.shim-stats.json")) or {}).get("nbd", {}).get("read_us")
+               for r in runs]
+        per = [p for p in per if p and p.get("count")]
+        if per:
+            p50, p90, p99 = (stat([p[k] for p in per]) for k in ("p50", "p90", "p99"))
+            lat.append(f"| {b} | {per[0]['count']} | {fs(p50)} | {fs(p90)} | {fs(p99)} |")
+            summary.append(("4 swap", f"shim time per READ p50 / p99 us (bucket bounds), {b}",
+                            f"{fs(p50)} / {fs(p99)}", "-", "-", "-", "-"))
+    if lat:
+        md.append("\nThe shim's time per READ, from its arrival to its reply (the peer round trip "
+                  "included), over each whole run; percentiles are upper bounds of histogram buckets "
+                  "a quarter of a power of two wide:\n")
+        md.append("| backend | READs (run 1) | p50 us | p90 us | p99 us |")
+        md.append("|---|---|---|---|---|")
+        md.extend(lat)
     if plt:
         fig, ax = plt.subplots(figsize=(8, 4))
         for i, b in enumerate(BACKENDS):

@@ -126,6 +126,10 @@ std::string StatsJson(TierStack* stack, ClusterTier* cluster, const NbdServer& n
                   ", \"trims\": ", n.trims, ", \"errors\": ", n.errors,
                   ", \"batches\": ", n.batches, ", \"batched_requests\": ", n.batched_requests,
                   ", \"inline_requests\": ", n.inline_requests,
+                  ", \"read_us\": {\"count\": ", n.read_latency.count,
+                  ", \"p50\": ", n.read_latency.p50_ns / 1000.0,
+                  ", \"p90\": ", n.read_latency.p90_ns / 1000.0,
+                  ", \"p99\": ", n.read_latency.p99_ns / 1000.0, "}",
                   ", \"connections\": ", n.connections_active, "}");
   if (staging != nullptr) {
     WriteBehindDevice::Stats w = staging->stats();

@@ -21,6 +21,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/busy_poll.h"
 
 namespace ramster {
@@ -292,6 +293,7 @@ struct NbdServer::Job {
   Connection* conn = nullptr;
   Request request;
   NbdBufferPool::Buffer buffer;
+  int64_t arrived_ns = 0;  // absl::GetCurrentTimeNanos when parsed
 };
 
 // A fixed ring of jobs between the readers and the workers: PushAll blocks
@@ -717,6 +719,7 @@ NbdServerStats NbdServer::stats() const {
   s.connections_accepted = accepted_;
   s.connections_rejected = rejected_;
   s.connections_active = active_;
+  s.read_latency = read_latency_.Summarize();
   if (queue_) s.queued = queue_->size();
   if (pool_) {
     s.buffer_pool_bytes = pool_->capacity();
@@ -1039,6 +1042,7 @@ void NbdServer::Transmission(Connection* c) {
     Job job;
     job.conn = c;
     job.request = *req;
+    job.arrived_ns = absl::GetCurrentTimeNanos();
     if ((req->type == nbd::kCmdRead || req->type == nbd::kCmdWrite) &&
         !pool_->TryAcquire(req->length, &job.buffer)) {
       queue_ready();  // they may hold the space this one waits for
@@ -1181,6 +1185,10 @@ void NbdServer::ReplyAndRelease(absl::Span<Job> jobs, const uint32_t* errors) {
       }
     }
     c->Send(iov, count);  // a failure breaks the connection; nothing to undo
+  }
+  const int64_t now = absl::GetCurrentTimeNanos();
+  for (const Job& job : jobs) {
+    if (job.request.type == nbd::kCmdRead) read_latency_.Record(now - job.arrived_ns);
   }
   for (Job& job : jobs) {
     pool_->Release(&job.buffer);

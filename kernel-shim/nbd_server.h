@@ -85,6 +85,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/latency_histogram.h"
 #include "common/mutex.h"
 #include "kernel-shim/block_device.h"
 #include "kernel-shim/nbd_buffer_pool.h"
@@ -165,6 +166,10 @@ struct NbdServerStats {
   size_t buffer_bytes_in_use = 0;
   uint64_t buffer_waits = 0;
   uint64_t buffer_waiting = 0;  // requests waiting for buffer space now
+  // Time from a READ's arrival (its header parsed) to its reply's send,
+  // successful or not (those refused as malformed aside): what the server
+  // adds to the client's wait.
+  LatencyHistogram::Summary read_latency;
 };
 
 // The NBD error for a device status: kInvalidArgument and kOutOfRange ->
@@ -271,6 +276,7 @@ class NbdServer {
       disconnects_{0}, unknown_commands_{0}, bytes_read_{0}, bytes_written_{0}, errors_{0},
       device_errors_{0}, protocol_errors_{0}, accepted_{0}, rejected_{0}, active_{0},
       batched_requests_{0}, batches_{0}, inline_requests_{0};
+  LatencyHistogram read_latency_;
 };
 
 }  // namespace ramster
