@@ -74,6 +74,9 @@ ABSL_FLAG(ramster::ByteSize, write_behind,
           "batches by background flushers; FLUSH/FUA wait for them (0: write through)");
 ABSL_FLAG(int, write_behind_flushers, ramster::WriteBehindOptions().flushers,
           "threads sending staged pages to the tiers");
+ABSL_FLAG(absl::Duration, write_behind_coalesce, ramster::WriteBehindOptions().coalesce_delay,
+          "a flusher lets staged pages gather this long (or until 64 are queued) unless a FLUSH or "
+          "a writer waits (0: never)");
 ABSL_FLAG(absl::Duration, poll_requests, absl::Microseconds(50),
           "an NBD connection's reader polls for the next request this long before it sleeps "
           "(one polling thread at a time; 0: never)");
@@ -242,6 +245,7 @@ int Run() {
     WriteBehindOptions w;
     w.capacity_bytes = staging;
     w.flushers = absl::GetFlag(FLAGS_write_behind_flushers);
+    w.coalesce_delay = absl::GetFlag(FLAGS_write_behind_coalesce);
     absl::StatusOr<std::unique_ptr<WriteBehindDevice>> d = WriteBehindDevice::Create(&device, w);
     if (!d.ok()) return Fail(absl::StrCat("--write-behind: ", d.status().ToString()));
     write_behind = std::move(*d);

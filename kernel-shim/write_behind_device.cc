@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace ramster {
 
@@ -20,6 +21,9 @@ absl::StatusOr<std::unique_ptr<WriteBehindDevice>> WriteBehindDevice::Create(
   }
   if (options.max_flush_pages < 1 || options.flushers < 1 || options.flushers > 64) {
     return absl::InvalidArgumentError("write-behind: max_flush_pages >= 1, flushers 1..64");
+  }
+  if (options.coalesce_delay < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("write-behind: coalesce_delay < 0");
   }
   // Faulted in now: the frames are part of what the swap path preallocates
   // (the shim locks its memory after setting up).
@@ -64,6 +68,7 @@ void WriteBehindDevice::Unlink(int32_t f) {
   (fr.prev == kNone ? head_ : frame_info_[fr.prev].next) = fr.next;
   (fr.next == kNone ? tail_ : frame_info_[fr.next].prev) = fr.prev;
   fr.prev = fr.next = kNone;
+  --queued_;
 }
 
 void WriteBehindDevice::Append(int32_t f) {
@@ -73,6 +78,7 @@ void WriteBehindDevice::Append(int32_t f) {
   fr.next = kNone;
   (tail_ == kNone ? head_ : frame_info_[tail_].next) = f;
   tail_ = f;
+  ++queued_;
 }
 
 void WriteBehindDevice::Free(int32_t f) {
@@ -161,6 +167,17 @@ void WriteBehindDevice::FlusherLoop() {
         continue;
       }
     }
+    // Let a few pages gather (see the header), unless someone waits.
+    if (queued_ > 0 && queued_ < options_.coalesce_pages && waiters_ == 0 && !stop_ &&
+        failing_.ok()) {
+      const absl::Time due =
+          absl::FromUnixNanos(frame_info_[head_].queued_ns) + options_.coalesce_delay;
+      const absl::Time now = absl::Now();
+      if (now < due) {
+        work_.WaitFor(due - now);
+        continue;
+      }
+    }
     frames.clear();
     ios.clear();
     TakeBatch(options_.max_flush_pages, &frames, &ios);
@@ -187,10 +204,15 @@ bool WriteBehindDevice::Stage(uint64_t offset, absl::Span<const uint8_t> data) {
     while (free_.size() < n) {
       // Full while the device behind fails: stop absorbing writes.
       if (!failing_.ok() || stop_) return false;
-      if (!waited) ++stats_.room_waits;
+      if (!waited) {
+        ++stats_.room_waits;
+        ++waiters_;
+        work_.SignalAll();  // no more gathering: room is wanted
+      }
       waited = true;
       settled_.Wait();
     }
+    if (waited) --waiters_;
     for (size_t i = 0; i < n; ++i) {
       got.push_back(free_.back());
       free_.pop_back();
@@ -200,12 +222,15 @@ bool WriteBehindDevice::Stage(uint64_t offset, absl::Span<const uint8_t> data) {
   for (size_t i = 0; i < n; ++i) {
     std::memcpy(FrameData(got[i]), data.data() + i * kPageSize, kPageSize);
   }
+  const int64_t now = absl::GetCurrentTimeNanos();
   MutexLock l(&mu_);
+  const size_t queued_before = queued_;
   for (size_t i = 0; i < n; ++i) {
     const int32_t f = got[i];
     Frame& fr = frame_info_[f];
     fr.slot = offset / kPageSize + i;
     fr.seq = next_seq_++;
+    fr.queued_ns = now;
     SlotFrames& s = slots_[fr.slot];
     if (s.latest != kNone) {
       ++stats_.superseded;
@@ -220,7 +245,12 @@ bool WriteBehindDevice::Stage(uint64_t offset, absl::Span<const uint8_t> data) {
     Append(f);
   }
   stats_.staged_writes += n;
-  work_.Signal();
+  // A flusher needs to hear of the first page (it starts the clock) and of
+  // the one that completes a batch; in between it is not woken for nothing.
+  if (queued_before == 0 ||
+      (queued_before < options_.coalesce_pages && queued_ >= options_.coalesce_pages)) {
+    work_.Signal();
+  }
   return true;
 }
 
@@ -326,12 +356,18 @@ absl::Status WriteBehindDevice::Flush() {
       retry_at_ = absl::InfinitePast();
       work_.SignalAll();
     }
+    ++waiters_;  // no more gathering: a FLUSH waits
+    work_.SignalAll();
     while (PendingUpTo(seq)) {
       // Pages that the device keeps refusing (in a flush tried since this
       // call) are not durable: say so.
-      if (!failing_.ok() && in_flight_ == 0 && stats_.flush_batches > batches) return failing_;
+      if (!failing_.ok() && in_flight_ == 0 && stats_.flush_batches > batches) {
+        --waiters_;
+        return failing_;
+      }
       settled_.Wait();
     }
+    --waiters_;
   }
   return inner_->Flush();
 }

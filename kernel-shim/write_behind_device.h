@@ -24,6 +24,18 @@
 // failing and the area is full) are written through after the staged
 // copies of their pages have been dealt with.
 //
+// Coalescing: a flusher lets pages gather until `coalesce_pages` are
+// queued or the oldest has waited `coalesce_delay`, and goes at once when a
+// FLUSH or a writer waits for it (or on shutdown). A slow stream of writes
+// then costs the peers fewer, bigger requests, which steal less CPU from the
+// reads beside them. Measured with fio on this machine, 1 ms against none:
+// QD1 reads beside a 7k IOPS write stream p50 123 -> 100 us, IOPS +10%; the
+// servers' CPU per QD1 write 9 -> 4 us; QD1 writes alone unchanged. (5 ms
+// gathers more, reads p50 132 -> 72 us, but leaves the second vCPU of these
+// VMs idle long enough that waking it halves QD1 writes, 69k -> 36k IOPS.)
+// Nothing is less safe for it: the pages are acknowledged and readable
+// either way, and they live exactly as long as the slot map that names them.
+//
 // Back-pressure: a writer that finds no free frame waits for one. A flush
 // that fails keeps its pages staged (still readable) and retries them after
 // `retry_delay`; while every flush fails and the area is full, writes go
@@ -61,6 +73,11 @@ struct WriteBehindOptions {
   int flushers = 1;
   // How long a flusher waits before retrying pages whose flush failed.
   absl::Duration retry_delay = absl::Milliseconds(50);
+  // A flusher waits until this many pages are queued, or the oldest of them
+  // has waited coalesce_delay (see above). 1 or a zero delay: it never
+  // waits.
+  size_t coalesce_pages = 64;
+  absl::Duration coalesce_delay = absl::Milliseconds(1);
 };
 
 class WriteBehindDevice final : public BlockDevice {
@@ -111,6 +128,7 @@ class WriteBehindDevice final : public BlockDevice {
   struct Frame {
     uint64_t slot = 0;
     uint64_t seq = 0;  // publication order (for Flush)
+    int64_t queued_ns = 0;  // when it was queued (absl::GetCurrentTimeNanos)
     int32_t prev = kNone, next = kNone;  // the flush queue, while kQueued
     FrameState state = FrameState::kFree;
   };
@@ -172,6 +190,8 @@ class WriteBehindDevice final : public BlockDevice {
   int32_t tail_ ABSL_GUARDED_BY(mu_) = kNone;
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t queued_ ABSL_GUARDED_BY(mu_) = 0;   // frames in the flush queue
+  int waiters_ ABSL_GUARDED_BY(mu_) = 0;     // FLUSHes and writers waiting on flushers
   // The last flush failed and none succeeded since: its error.
   absl::Status failing_ ABSL_GUARDED_BY(mu_);
   absl::Time retry_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -142,11 +143,14 @@ class WriteBehindTest : public ::testing::Test {
     inner_.reset();
     unlink(file_.c_str());
   }
-  void Make(uint64_t capacity_pages, int flushers = 2) {
+  void Make(uint64_t capacity_pages, int flushers = 2, size_t coalesce_pages = 64,
+            absl::Duration coalesce_delay = absl::Milliseconds(1)) {
     WriteBehindOptions o;
     o.capacity_bytes = capacity_pages * kPage;
     o.flushers = flushers;
     o.retry_delay = absl::Milliseconds(5);
+    o.coalesce_pages = coalesce_pages;
+    o.coalesce_delay = coalesce_delay;
     absl::StatusOr<std::unique_ptr<WriteBehindDevice>> d = WriteBehindDevice::Create(inner_.get(), o);
     ASSERT_TRUE(d.ok()) << d.status();
     dev_ = std::move(*d);
@@ -167,6 +171,10 @@ TEST_F(WriteBehindTest, RejectsBadOptions) {
             absl::StatusCode::kInvalidArgument);
   o.capacity_bytes = 10 * kPage;
   o.flushers = 0;
+  EXPECT_EQ(WriteBehindDevice::Create(inner_.get(), o).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  o.flushers = 1;
+  o.coalesce_delay = absl::Milliseconds(-1);
   EXPECT_EQ(WriteBehindDevice::Create(inner_.get(), o).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
@@ -297,6 +305,53 @@ TEST_F(WriteBehindTest, AFullAreaMakesWritersWaitForRoom) {
     EXPECT_EQ(ReadPages(inner_->real(), s), PageOf(static_cast<uint8_t>(s)));
   }
   EXPECT_GE(dev_->stats().room_waits, 1u);
+}
+
+// True once `done()` is (polled every 2 ms), false after `timeout`.
+bool Eventually(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!done()) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return true;
+}
+
+TEST_F(WriteBehindTest, PagesGatherUntilABatchIsQueuedOrAFlushWaits) {
+  Make(64, 1, /*coalesce_pages=*/8, /*coalesce_delay=*/absl::Hours(1));
+  for (uint64_t s = 0; s < 3; ++s) ASSERT_TRUE(dev_->Write(s * kPage, PageOf(1)).ok());
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(inner_->pages_written(), 0u);  // three of eight: they wait
+  EXPECT_EQ(ReadPages(dev_.get(), 2), PageOf(1));
+  for (uint64_t s = 3; s < 8; ++s) ASSERT_TRUE(dev_->Write(s * kPage, PageOf(1)).ok());
+  EXPECT_TRUE(Eventually([&] { return inner_->pages_written() == 8; }));  // a batch: out
+  for (uint64_t s = 8; s < 10; ++s) ASSERT_TRUE(dev_->Write(s * kPage, PageOf(2)).ok());
+  ASSERT_TRUE(dev_->Flush().ok());  // a FLUSH does not wait for the gathering
+  EXPECT_EQ(inner_->pages_written(), 10u);
+  EXPECT_EQ(ReadPages(inner_->real(), 9), PageOf(2));
+}
+
+TEST_F(WriteBehindTest, AWriterWaitingForRoomEndsTheGathering) {
+  Make(4, 1, /*coalesce_pages=*/64, /*coalesce_delay=*/absl::Hours(1));
+  for (uint64_t s = 0; s < 4; ++s) ASSERT_TRUE(dev_->Write(s * kPage, PageOf(3)).ok());
+  absl::SleepFor(absl::Milliseconds(30));
+  EXPECT_EQ(inner_->pages_written(), 0u);
+  std::atomic<bool> done{false};
+  std::thread w([&] {
+    EXPECT_TRUE(dev_->Write(9 * kPage, PageOf(4)).ok());
+    done = true;
+  });
+  EXPECT_TRUE(Eventually([&] { return done.load(); }));
+  w.join();
+  EXPECT_GE(inner_->pages_written(), 1u);
+  EXPECT_GE(dev_->stats().room_waits, 1u);
+}
+
+TEST_F(WriteBehindTest, GatheredPagesGoOutAfterTheDelayOnTheirOwn) {
+  Make(64, 1, /*coalesce_pages=*/64, /*coalesce_delay=*/absl::Milliseconds(20));
+  ASSERT_TRUE(dev_->Write(5 * kPage, PageOf(5)).ok());
+  EXPECT_TRUE(Eventually([&] { return inner_->pages_written() == 1; }));
+  EXPECT_EQ(ReadPages(inner_->real(), 5), PageOf(5));
 }
 
 TEST_F(WriteBehindTest, FailedFlushesKeepThePagesAndRetryThem) {
