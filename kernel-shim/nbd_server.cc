@@ -1170,6 +1170,11 @@ void NbdServer::ReplyAndRelease(absl::Span<Job> jobs, const uint32_t* errors) {
   // Replies per send: two iovecs each (header, READ data), below IOV_MAX.
   constexpr size_t kPerSend = 64;
   Connection* const c = jobs[0].conn;
+  // Counted before the send: once a client has its reply, the stats have it.
+  const int64_t now = absl::GetCurrentTimeNanos();
+  for (const Job& job : jobs) {
+    if (job.request.type == nbd::kCmdRead) read_latency_.Record(now - job.arrived_ns);
+  }
   std::array<uint8_t, nbd::kSimpleReplyBytes> headers[kPerSend];
   iovec iov[2 * kPerSend];
   for (size_t start = 0; start < jobs.size(); start += kPerSend) {
@@ -1185,10 +1190,6 @@ void NbdServer::ReplyAndRelease(absl::Span<Job> jobs, const uint32_t* errors) {
       }
     }
     c->Send(iov, count);  // a failure breaks the connection; nothing to undo
-  }
-  const int64_t now = absl::GetCurrentTimeNanos();
-  for (const Job& job : jobs) {
-    if (job.request.type == nbd::kCmdRead) read_latency_.Record(now - job.arrived_ns);
   }
   for (Job& job : jobs) {
     pool_->Release(&job.buffer);
