@@ -203,7 +203,10 @@ bool WriteBehindDevice::Stage(uint64_t offset, absl::Span<const uint8_t> data) {
     bool waited = false;
     while (free_.size() < n) {
       // Full while the device behind fails: stop absorbing writes.
-      if (!failing_.ok() || stop_) return false;
+      if (!failing_.ok() || stop_) {
+        if (waited) --waiters_;
+        return false;
+      }
       if (!waited) {
         ++stats_.room_waits;
         ++waiters_;
