@@ -61,8 +61,7 @@ uint32_t ClusterTier::EncodePlacement(absl::Span<const int> peers) {
 
 std::vector<int> ClusterTier::DecodePlacement(uint32_t placement) {
   std::vector<int> peers;
-  uint32_t n = placement & 3;
-  for (uint32_t i = 0; i < n; ++i) peers.push_back((placement >> (2 + 8 * i)) & 0xFF);
+  for (int i = 0; i < PlacementCopies(placement); ++i) peers.push_back(PlacementPeer(placement, i));
   return peers;
 }
 
@@ -291,20 +290,26 @@ void ClusterTier::LoadBatch(absl::Span<LoadItem* const> items) {
   thread_local std::vector<LoadItem*> single;
   for (auto& v : by_peer) v.clear();
   single.clear();
-  size_t peer_count;
+  // The peers, under one lock per batch (never removed: the pointers stay
+  // good), not one per page.
+  thread_local std::vector<Peer*> peers;
+  peers.clear();
   {
     MutexLock lock(&peers_mu_);
-    peer_count = peers_.size();
+    for (const auto& p : peers_) peers.push_back(p.get());
   }
+  const size_t peer_count = peers.size();
   const size_t turn =
       peer_count == 0 ? 0 : load_turn_.fetch_add(1, std::memory_order_relaxed) % peer_count;
   for (LoadItem* item : items) {
     Peer* best = nullptr;
     size_t best_place = SIZE_MAX;
-    for (int id : DecodePlacement(item->meta.placement)) {
-      Peer* p = PeerById(id);
+    const uint32_t placement = item->meta.placement;
+    for (int k = 0; k < PlacementCopies(placement); ++k) {
+      const size_t id = static_cast<size_t>(PlacementPeer(placement, k));
+      Peer* p = id < peer_count ? peers[id] : nullptr;
       if (p == nullptr || !p->up()) continue;
-      const size_t place = (static_cast<size_t>(id) + peer_count - turn) % peer_count;
+      const size_t place = (id + peer_count - turn) % peer_count;
       if (place < best_place) {
         best = p;
         best_place = place;
@@ -324,7 +329,7 @@ void ClusterTier::LoadBatch(absl::Span<LoadItem* const> items) {
     absl::Span<LoadItem* const> mine = by_peer[id];
     for (size_t start = 0; start < mine.size(); start += Peer::kMaxLoadKeys) {
       calls.emplace_back();
-      PeerById(static_cast<int>(id))->StartLoad(&calls.back(), mine.subspan(start));
+      peers[id]->StartLoad(&calls.back(), mine.subspan(start));
     }
   }
   AwaitCalls(options_.peer.reply_poll, [](PageCall* call) {

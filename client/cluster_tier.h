@@ -94,6 +94,11 @@ class ClusterTier final : public Tier {
   // Placement bits.
   static uint32_t EncodePlacement(absl::Span<const int> peers);
   static std::vector<int> DecodePlacement(uint32_t placement);
+  // The same without a vector: how many copies, and the peer of copy `i`.
+  static int PlacementCopies(uint32_t placement) { return static_cast<int>(placement & 3); }
+  static int PlacementPeer(uint32_t placement, int i) {
+    return static_cast<int>((placement >> (2 + 8 * i)) & 0xFF);
+  }
 
   struct PeerView {
     std::string address, node_id;
