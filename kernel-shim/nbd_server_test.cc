@@ -289,13 +289,25 @@ class NbdServerTest : public ::testing::Test {
     return faults;
   }
 
-  // With one worker: sends a READ of `offset` that the device holds, so
-  // that what is sent next waits in the queue. REQUIRES: workers == 1.
+  // Sends a READ of `offset` that the device holds, so that what is sent
+  // next waits in the queue (behind the worker, or behind the connection's
+  // running batch).
   void HoldTheWorker(NbdTestClient* c, uint64_t handle, uint64_t offset) {
     device_->HoldReads();
     ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdRead, handle, offset, 4096}).ok());
     WaitFor([&] { return device_->held() == 1; });
     ASSERT_EQ(device_->held(), 1);
+  }
+  // Starts the server, connects `*c`, writes 16 pages of Pattern(seed)
+  // (`*data`) at offset 0, and holds a READ of page 15 (handle 100).
+  void StartAndHold(uint32_t seed, std::unique_ptr<NbdTestClient>* c,
+                    std::vector<uint8_t>* data) {
+    StartServer();
+    *c = ConnectAndGo();
+    ASSERT_NE(*c, nullptr);
+    *data = Pattern(16 * 4096, seed);
+    ASSERT_EQ(*(*c)->Write(0, *data), 0u);
+    HoldTheWorker(c->get(), 100, 15 * 4096);
   }
   // Waits until `n` requests are queued behind the held one, then lets
   // the worker go on.
@@ -934,11 +946,9 @@ TEST_F(NbdServerTest, AQuickWriteDoesNotOvertakeARequestWaitingInTheQueue) {
   device_->quick = true;
   options_.workers = 4;
   options_.batch_overtake_after = absl::Hours(1);
-  StartServer();
-  auto c = ConnectAndGo();
-  const std::vector<uint8_t> data = Pattern(16 * 4096, 16);
-  ASSERT_EQ(*c->Write(0, data), 0u);
-  HoldTheWorker(c.get(), 100, 15 * 4096);
+  std::unique_ptr<NbdTestClient> c;
+  std::vector<uint8_t> data;
+  ASSERT_NO_FATAL_FAILURE(StartAndHold(16, &c, &data));
   std::map<uint64_t, uint32_t> lengths{{100, 4096}};
   SendPageReads(c.get(), 3, 3, &lengths);
   ASSERT_TRUE(c->SendRequest({nbd::kRequestMagic, 0, nbd::kCmdWrite, 300, 3 * 4096, 4096},
@@ -1143,11 +1153,9 @@ TEST_F(NbdServerTest, RequestsWaitForBufferSpaceAndAllComplete) {
 
 TEST_F(NbdServerTest, WaitingWholePageReadsRunAsOneBatchEachWithItsOwnReply) {
   options_.workers = 1;
-  StartServer();
-  auto c = ConnectAndGo();
-  const std::vector<uint8_t> data = Pattern(16 * 4096, 11);
-  ASSERT_EQ(*c->Write(0, data), 0u);
-  HoldTheWorker(c.get(), 100, 15 * 4096);
+  std::unique_ptr<NbdTestClient> c;
+  std::vector<uint8_t> data;
+  ASSERT_NO_FATAL_FAILURE(StartAndHold(11, &c, &data));
   // Behind it: ten one-page READs and one of two pages.
   std::map<uint64_t, uint32_t> lengths{{100, 4096}};
   SendPageReads(c.get(), 1, 10, &lengths);
@@ -1170,11 +1178,9 @@ TEST_F(NbdServerTest, WaitingWholePageReadsRunAsOneBatchEachWithItsOwnReply) {
 TEST_F(NbdServerTest, AConnectionRunsOneBatchAtATimeAndWhatArrivesMeanwhileGoesNext) {
   options_.workers = 4;
   options_.batch_overtake_after = absl::Hours(1);
-  StartServer();
-  auto c = ConnectAndGo();
-  const std::vector<uint8_t> data = Pattern(16 * 4096, 12);
-  ASSERT_EQ(*c->Write(0, data), 0u);
-  HoldTheWorker(c.get(), 100, 15 * 4096);
+  std::unique_ptr<NbdTestClient> c;
+  std::vector<uint8_t> data;
+  ASSERT_NO_FATAL_FAILURE(StartAndHold(12, &c, &data));
   std::map<uint64_t, uint32_t> lengths{{100, 4096}};
   SendPageReads(c.get(), 1, 10, &lengths);
   // A whole-page WRITE waits like the READs; a partial one of the same
@@ -1206,11 +1212,9 @@ TEST_F(NbdServerTest, AConnectionRunsOneBatchAtATimeAndWhatArrivesMeanwhileGoesN
 TEST_F(NbdServerTest, ASlowBatchIsOvertaken) {
   options_.workers = 4;
   options_.batch_overtake_after = absl::Milliseconds(20);
-  StartServer();
-  auto c = ConnectAndGo();
-  const std::vector<uint8_t> data = Pattern(16 * 4096, 13);
-  ASSERT_EQ(*c->Write(0, data), 0u);
-  HoldTheWorker(c.get(), 100, 15 * 4096);
+  std::unique_ptr<NbdTestClient> c;
+  std::vector<uint8_t> data;
+  ASSERT_NO_FATAL_FAILURE(StartAndHold(13, &c, &data));
   std::map<uint64_t, uint32_t> lengths{{100, 4096}};
   SendPageReads(c.get(), 1, 4, &lengths);
   WaitFor([&] { return device_->held() >= 2; });  // a second batch, the first still held
@@ -1226,11 +1230,9 @@ TEST_F(NbdServerTest, ASlowBatchIsOvertaken) {
 // in order. FUA is honoured by a flush before the batch's replies.
 TEST_F(NbdServerTest, ABatchSkipsOverlappingPartialAndOtherRequestsWhichRunInOrder) {
   options_.workers = 1;
-  StartServer();
-  auto c = ConnectAndGo();
-  std::vector<uint8_t> expect = Pattern(16 * 4096, 12);
-  ASSERT_EQ(*c->Write(0, expect), 0u);
-  HoldTheWorker(c.get(), 100, 15 * 4096);
+  std::unique_ptr<NbdTestClient> c;
+  std::vector<uint8_t> expect;
+  ASSERT_NO_FATAL_FAILURE(StartAndHold(12, &c, &expect));
   const std::vector<uint8_t> a = Pattern(8192, 21), b = Pattern(4096, 22), cc = Pattern(4096, 23),
                              d = Pattern(200, 24), e = Pattern(4096, 25), f = Pattern(4096, 26);
   const uint16_t kWrite = nbd::kCmdWrite, kRead = nbd::kCmdRead;

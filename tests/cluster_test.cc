@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <map>
+#include <numeric>
 #include <random>
 #include <set>
 #include <thread>
@@ -83,6 +84,12 @@ class Cluster {
     v1::NodeStatus st;
     EXPECT_TRUE(admin->GetStatus(&ctx, v1::GetStatusRequest(), &st).ok());
     return st;
+  }
+  // Pages each node has loaded (its ops counter), by node.
+  std::vector<uint64_t> Loads() {
+    std::vector<uint64_t> n;
+    for (int i = 0; i < size(); ++i) n.push_back(Status(i).ops().loads());
+    return n;
   }
   void Drain(int i) {
     auto channel = grpc::CreateChannel(addresses()[i], grpc::InsecureChannelCredentials());
@@ -247,13 +254,8 @@ TEST(Cluster, LoadsSpreadOverThePeersAsTheCopiesDo) {
   std::vector<uint8_t> out(data.size());
   ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
   EXPECT_EQ(out, data);
-  uint64_t total = 0;
-  std::vector<uint64_t> loads;
-  for (int i = 0; i < c.size(); ++i) {
-    loads.push_back(c.Status(i).ops().loads());
-    total += loads.back();
-  }
-  EXPECT_EQ(total, kSlots);
+  const std::vector<uint64_t> loads = c.Loads();
+  EXPECT_EQ(std::accumulate(loads.begin(), loads.end(), uint64_t{0}), kSlots);
   for (int i = 0; i < c.size(); ++i) {
     EXPECT_GE(loads[i], 3 * ClusterTier::kPlacementRun) << "node" << i << " served " << loads[i];
   }
@@ -278,12 +280,7 @@ TEST(Cluster, ABatchLoadsFromAsFewPeersAsItCan) {
   }
   cl.stack->StoreSlots(absl::MakeSpan(stores));
   for (const auto& st : stores) ASSERT_TRUE(st.status.ok()) << st.slot << ": " << st.status;
-  const auto loads = [&] {
-    std::vector<uint64_t> n;
-    for (int i = 0; i < c.size(); ++i) n.push_back(c.Status(i).ops().loads());
-    return n;
-  };
-  std::vector<uint64_t> before = loads();
+  std::vector<uint64_t> before = c.Loads();
   std::set<int> left_out;
   for (int round = 0; round < 3; ++round) {
     std::vector<std::vector<uint8_t>> out(kRuns, std::vector<uint8_t>(kPageSize));
@@ -297,7 +294,7 @@ TEST(Cluster, ABatchLoadsFromAsFewPeersAsItCan) {
       ASSERT_TRUE(batch[r].status.ok()) << batch[r].slot << ": " << batch[r].status;
       EXPECT_EQ(out[r], pages[r]) << batch[r].slot;
     }
-    std::vector<uint64_t> after = loads();
+    std::vector<uint64_t> after = c.Loads();
     int asked = 0;
     for (int i = 0; i < c.size(); ++i) {
       if (after[i] > before[i]) {
