@@ -77,6 +77,9 @@ ABSL_FLAG(int, write_behind_flushers, ramster::WriteBehindOptions().flushers,
 ABSL_FLAG(absl::Duration, write_behind_coalesce, ramster::WriteBehindOptions().coalesce_delay,
           "a flusher lets staged pages gather this long (or until 64 are queued) unless a FLUSH or "
           "a writer waits (0: never)");
+ABSL_FLAG(bool, write_behind_retain, ramster::WriteBehindOptions().retain,
+          "pages that went out stay readable in their staging frames until the frames are wanted "
+          "(a swap-in of a recent swap-out needs no round trip)");
 ABSL_FLAG(absl::Duration, poll_requests, absl::Microseconds(50),
           "an NBD connection's reader polls for the next request this long before it sleeps "
           "(one polling thread at a time; 0: never)");
@@ -137,8 +140,10 @@ std::string StatsJson(TierStack* stack, ClusterTier* cluster, const NbdServer& n
   if (staging != nullptr) {
     WriteBehindDevice::Stats w = staging->stats();
     absl::StrAppend(&j, ", \"write_behind\": {\"capacity_pages\": ", w.capacity_pages,
-                    ", \"staged_pages\": ", w.staged_pages, ", \"staged_writes\": ",
-                    w.staged_writes, ", \"read_hits\": ", w.read_hits, ", \"flushed_pages\": ",
+                    ", \"staged_pages\": ", w.staged_pages, ", \"retained_pages\": ",
+                    w.retained_pages, ", \"staged_writes\": ", w.staged_writes,
+                    ", \"read_hits\": ", w.read_hits, ", \"retained_hits\": ", w.retained_hits,
+                    ", \"flushed_pages\": ",
                     w.flushed_pages, ", \"flush_batches\": ", w.flush_batches,
                     ", \"flush_failures\": ", w.flush_failures, ", \"superseded\": ",
                     w.superseded, ", \"room_waits\": ", w.room_waits,
@@ -246,6 +251,7 @@ int Run() {
     w.capacity_bytes = staging;
     w.flushers = absl::GetFlag(FLAGS_write_behind_flushers);
     w.coalesce_delay = absl::GetFlag(FLAGS_write_behind_coalesce);
+    w.retain = absl::GetFlag(FLAGS_write_behind_retain);
     absl::StatusOr<std::unique_ptr<WriteBehindDevice>> d = WriteBehindDevice::Create(&device, w);
     if (!d.ok()) return Fail(absl::StrCat("--write-behind: ", d.status().ToString()));
     write_behind = std::move(*d);

@@ -63,27 +63,49 @@ WriteBehindDevice::~WriteBehindDevice() {
 
 // ---- the flush queue --------------------------------------------------------
 
-void WriteBehindDevice::Unlink(int32_t f) {
+void WriteBehindDevice::Unlink(FrameList* list, int32_t f) {
   Frame& fr = frame_info_[f];
-  (fr.prev == kNone ? head_ : frame_info_[fr.prev].next) = fr.next;
-  (fr.next == kNone ? tail_ : frame_info_[fr.next].prev) = fr.prev;
+  (fr.prev == kNone ? list->head : frame_info_[fr.prev].next) = fr.next;
+  (fr.next == kNone ? list->tail : frame_info_[fr.next].prev) = fr.prev;
   fr.prev = fr.next = kNone;
-  --queued_;
+  --list->size;
 }
 
-void WriteBehindDevice::Append(int32_t f) {
+void WriteBehindDevice::Append(FrameList* list, int32_t f) {
   Frame& fr = frame_info_[f];
-  fr.state = FrameState::kQueued;
-  fr.prev = tail_;
+  fr.prev = list->tail;
   fr.next = kNone;
-  (tail_ == kNone ? head_ : frame_info_[tail_].next) = f;
-  tail_ = f;
-  ++queued_;
+  (list->tail == kNone ? list->head : frame_info_[list->tail].next) = f;
+  list->tail = f;
+  ++list->size;
+}
+
+void WriteBehindDevice::Enqueue(int32_t f) {
+  frame_info_[f].state = FrameState::kQueued;
+  Append(&queue_, f);
 }
 
 void WriteBehindDevice::Free(int32_t f) {
   frame_info_[f].state = FrameState::kFree;
   free_.push_back(f);
+}
+
+void WriteBehindDevice::DropRetained(SlotFrames* s) {
+  Unlink(&retained_, s->latest);
+  Free(s->latest);
+  s->latest = kNone;
+}
+
+int32_t WriteBehindDevice::TakeRoom() {
+  if (free_.empty()) {
+    // The oldest retained page: behind already, so only its frame is taken.
+    auto it = slots_.find(frame_info_[retained_.head].slot);
+    DropRetained(&it->second);
+    if (it->second.in_flight == kNone) slots_.erase(it);
+  }
+  const int32_t f = free_.back();
+  free_.pop_back();
+  return f;
 }
 
 bool WriteBehindDevice::PendingUpTo(uint64_t seq) const {
@@ -97,7 +119,7 @@ bool WriteBehindDevice::PendingUpTo(uint64_t seq) const {
 
 void WriteBehindDevice::Take(int32_t f, std::vector<int32_t>* frames, std::vector<Io>* ios) {
   Frame& fr = frame_info_[f];
-  Unlink(f);
+  Unlink(&queue_, f);
   fr.state = FrameState::kInFlight;
   slots_[fr.slot].in_flight = f;
   ++in_flight_;
@@ -109,7 +131,7 @@ void WriteBehindDevice::TakeBatch(size_t max, std::vector<int32_t>* frames,
                                   std::vector<Io>* ios) {
   // A queued frame is its slot's newest copy; it waits while an older copy
   // of the slot is in flight, so that the device sees them in order.
-  for (int32_t f = head_; f != kNone && frames->size() < max;) {
+  for (int32_t f = queue_.head; f != kNone && frames->size() < max;) {
     const int32_t next = frame_info_[f].next;
     if (slots_.find(frame_info_[f].slot)->second.in_flight == kNone) Take(f, frames, ios);
     f = next;
@@ -130,13 +152,18 @@ absl::Status WriteBehindDevice::FlushFrames(const std::vector<int32_t>& frames,
     --in_flight_;
     if (ios[i].status.ok()) {
       ++stats_.flushed_pages;
-      if (s.latest == f) s.latest = kNone;
-      Free(f);
+      if (s.latest == f && options_.retain) {
+        frame_info_[f].state = FrameState::kRetained;
+        Append(&retained_, f);
+      } else {
+        if (s.latest == f) s.latest = kNone;
+        Free(f);
+      }
     } else {
       ++stats_.flush_failures;
       if (first_error.ok()) first_error = ios[i].status;
       if (s.latest == f) {
-        Append(f);  // still the newest copy: stays readable, tried again later
+        Enqueue(f);  // still the newest copy: stays readable, tried again later
       } else {
         Free(f);  // a newer copy is queued already
       }
@@ -147,7 +174,7 @@ absl::Status WriteBehindDevice::FlushFrames(const std::vector<int32_t>& frames,
   failing_ = first_error;
   if (!first_error.ok()) retry_at_ = absl::Now() + options_.retry_delay;
   settled_.SignalAll();
-  if (head_ != kNone) work_.SignalAll();  // copies that waited for these
+  if (queue_.head != kNone) work_.SignalAll();  // copies that waited for these
   return first_error;
 }
 
@@ -168,10 +195,10 @@ void WriteBehindDevice::FlusherLoop() {
       }
     }
     // Let a few pages gather (see the header), unless someone waits.
-    if (queued_ > 0 && queued_ < options_.coalesce_pages && waiters_ == 0 && !stop_ &&
+    if (queue_.size > 0 && queue_.size < options_.coalesce_pages && waiters_ == 0 && !stop_ &&
         failing_.ok()) {
       const absl::Time due =
-          absl::FromUnixNanos(frame_info_[head_].queued_ns) + options_.coalesce_delay;
+          absl::FromUnixNanos(frame_info_[queue_.head].queued_ns) + options_.coalesce_delay;
       const absl::Time now = absl::Now();
       if (now < due) {
         work_.WaitFor(due - now);
@@ -182,7 +209,7 @@ void WriteBehindDevice::FlusherLoop() {
     ios.clear();
     TakeBatch(options_.max_flush_pages, &frames, &ios);
     if (frames.empty()) {
-      if (stop_ && (head_ == kNone || !failing_.ok())) break;
+      if (stop_ && (queue_.head == kNone || !failing_.ok())) break;
       work_.Wait();
       continue;
     }
@@ -201,7 +228,7 @@ bool WriteBehindDevice::Stage(uint64_t offset, absl::Span<const uint8_t> data) {
   {
     MutexLock l(&mu_);
     bool waited = false;
-    while (free_.size() < n) {
+    while (Room() < n) {
       // Full while the device behind fails: stop absorbing writes.
       if (!failing_.ok() || stop_) {
         if (waited) --waiters_;
@@ -217,8 +244,7 @@ bool WriteBehindDevice::Stage(uint64_t offset, absl::Span<const uint8_t> data) {
     }
     if (waited) --waiters_;
     for (size_t i = 0; i < n; ++i) {
-      got.push_back(free_.back());
-      free_.pop_back();
+      got.push_back(TakeRoom());
       frame_info_[got.back()].state = FrameState::kFilling;
     }
   }
@@ -227,7 +253,7 @@ bool WriteBehindDevice::Stage(uint64_t offset, absl::Span<const uint8_t> data) {
   }
   const int64_t now = absl::GetCurrentTimeNanos();
   MutexLock l(&mu_);
-  const size_t queued_before = queued_;
+  const size_t queued_before = queue_.size;
   for (size_t i = 0; i < n; ++i) {
     const int32_t f = got[i];
     Frame& fr = frame_info_[f];
@@ -235,23 +261,25 @@ bool WriteBehindDevice::Stage(uint64_t offset, absl::Span<const uint8_t> data) {
     fr.seq = next_seq_++;
     fr.queued_ns = now;
     SlotFrames& s = slots_[fr.slot];
-    if (s.latest != kNone) {
+    if (Retained(s)) {
+      DropRetained(&s);  // behind already; this copy replaces it
+    } else if (s.latest != kNone) {
       ++stats_.superseded;
       // A queued older copy is simply replaced; one in flight is freed when
       // its flush ends.
       if (s.latest != s.in_flight) {
-        Unlink(s.latest);
+        Unlink(&queue_, s.latest);
         Free(s.latest);
       }
     }
     s.latest = f;
-    Append(f);
+    Enqueue(f);
   }
   stats_.staged_writes += n;
   // A flusher needs to hear of the first page (it starts the clock) and of
   // the one that completes a batch; in between it is not woken for nothing.
   if (queued_before == 0 ||
-      (queued_before < options_.coalesce_pages && queued_ >= options_.coalesce_pages)) {
+      (queued_before < options_.coalesce_pages && queue_.size >= options_.coalesce_pages)) {
     work_.Signal();
   }
   return true;
@@ -281,9 +309,12 @@ absl::Status WriteBehindDevice::Settle(uint64_t first, uint64_t last, Drop drop)
     for (uint64_t slot : candidates) {
       auto it = slots_.find(slot);
       SlotFrames& s = it->second;
+      // The caller is about to change the page behind: a retained copy of
+      // it would be stale.
+      if (Retained(s)) DropRetained(&s);
       const bool queued = s.latest != kNone && s.latest != s.in_flight;
       if (queued && drop(slot)) {
-        Unlink(s.latest);
+        Unlink(&queue_, s.latest);
         Free(s.latest);
         s.latest = kNone;
         ++stats_.superseded;
@@ -394,6 +425,7 @@ void WriteBehindDevice::ReadBatch(absl::Span<Io> ios) {
         const uint64_t n = std::min<uint64_t>(end - pos, kPageSize - pos % kPageSize);
         auto it = slots_.find(slot);
         if (it != slots_.end() && it->second.latest != kNone) {
+          if (Retained(it->second)) ++stats_.retained_hits;
           if (pos > run) {
             behind.push_back({run, io.data.subspan(run - io.offset, pos - run), {}});
             owner.push_back(i);
@@ -429,7 +461,8 @@ absl::Status WriteBehindDevice::Read(uint64_t offset, absl::Span<uint8_t> out) {
 WriteBehindDevice::Stats WriteBehindDevice::stats() const {
   MutexLock l(&mu_);
   Stats s = stats_;
-  s.staged_pages = frame_count_ - free_.size();
+  s.staged_pages = frame_count_ - free_.size() - retained_.size;
+  s.retained_pages = retained_.size;
   return s;
 }
 

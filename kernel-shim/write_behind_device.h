@@ -36,6 +36,15 @@
 // Nothing is less safe for it: the pages are acknowledged and readable
 // either way, and they live exactly as long as the slot map that names them.
 //
+// Retention: a page that went out stays in its frame, readable, until the
+// frame is wanted for a newer write (the oldest retained frame goes first).
+// The frames are allocated and locked anyway; an idle one that still holds
+// a recent swap-out answers that page's swap-in without a round trip to a
+// peer. A retained copy is identical to the one behind: a newer write of
+// the slot replaces it, and TRIM, WRITE_ZEROES and writes through drop it
+// before they change the page behind. It never delays a writer (a retained
+// frame is as good as a free one) or a FLUSH (it is behind already).
+//
 // Back-pressure: a writer that finds no free frame waits for one. A flush
 // that fails keeps its pages staged (still readable) and retries them after
 // `retry_delay`; while every flush fails and the area is full, writes go
@@ -78,6 +87,8 @@ struct WriteBehindOptions {
   // waits.
   size_t coalesce_pages = 64;
   absl::Duration coalesce_delay = absl::Milliseconds(1);
+  // Keep pages that went out readable in their frames (see above).
+  bool retain = true;
 };
 
 class WriteBehindDevice final : public BlockDevice {
@@ -85,8 +96,10 @@ class WriteBehindDevice final : public BlockDevice {
   struct Stats {
     uint64_t capacity_pages = 0;
     uint64_t staged_pages = 0;     // frames in use now (queued or in flight)
+    uint64_t retained_pages = 0;   // frames holding a page that went out, now
     uint64_t staged_writes = 0;    // pages acknowledged from the staging area
     uint64_t read_hits = 0;        // pages read from the staging area
+    uint64_t retained_hits = 0;    // of which from a retained frame
     uint64_t flushed_pages = 0;    // pages the device behind took
     uint64_t flush_batches = 0;
     uint64_t flush_failures = 0;   // pages whose flush failed (and were retried)
@@ -124,16 +137,23 @@ class WriteBehindDevice final : public BlockDevice {
 
  private:
   static constexpr int32_t kNone = -1;
-  enum class FrameState : uint8_t { kFree, kFilling, kQueued, kInFlight };
+  enum class FrameState : uint8_t { kFree, kFilling, kQueued, kInFlight, kRetained };
   struct Frame {
     uint64_t slot = 0;
     uint64_t seq = 0;  // publication order (for Flush)
     int64_t queued_ns = 0;  // when it was queued (absl::GetCurrentTimeNanos)
-    int32_t prev = kNone, next = kNone;  // the flush queue, while kQueued
+    // Its place in queue_ (while kQueued) or retained_ (while kRetained).
+    int32_t prev = kNone, next = kNone;
     FrameState state = FrameState::kFree;
   };
-  // Per staged slot: its newest frame (kNone once it went out) and the frame
-  // being flushed for it (kNone when none).
+  // A doubly linked list of frames, oldest first.
+  struct FrameList {
+    int32_t head = kNone, tail = kNone;
+    size_t size = 0;
+  };
+  // Per slot with a frame: its newest frame (queued, in flight or retained;
+  // kNone once it went out and was not retained) and the frame being
+  // flushed for it (kNone when none).
   struct SlotFrames {
     int32_t latest = kNone;
     int32_t in_flight = kNone;
@@ -169,9 +189,22 @@ class WriteBehindDevice final : public BlockDevice {
   absl::Status SettleBytes(uint64_t offset, uint64_t length) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status WriteThrough(uint64_t offset, absl::Span<const uint8_t> data);
 
-  void Unlink(int32_t f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Append(int32_t f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Unlink(FrameList* list, int32_t f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Append(FrameList* list, int32_t f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Puts frame `f` at the end of the flush queue (kQueued).
+  void Enqueue(int32_t f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Free(int32_t f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True when the slot's newest copy is behind and retained here.
+  bool Retained(const SlotFrames& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return s.latest != kNone && frame_info_[s.latest].state == FrameState::kRetained;
+  }
+  // Frees the slot's retained frame (REQUIRES: Retained(*s)); the caller
+  // forgets the slot if nothing else of it is here.
+  void DropRetained(SlotFrames* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Frames a writer may take: free ones and retained ones.
+  size_t Room() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return free_.size() + retained_.size; }
+  // A free frame, else the oldest retained one (dropped). REQUIRES: Room() > 0.
+  int32_t TakeRoom() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // True while some frame published at or before `seq` is not yet behind.
   bool PendingUpTo(uint64_t seq) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -186,11 +219,10 @@ class WriteBehindDevice final : public BlockDevice {
   std::vector<Frame> frame_info_ ABSL_GUARDED_BY(mu_);
   std::vector<int32_t> free_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, SlotFrames> slots_ ABSL_GUARDED_BY(mu_);
-  int32_t head_ ABSL_GUARDED_BY(mu_) = kNone;
-  int32_t tail_ ABSL_GUARDED_BY(mu_) = kNone;
+  FrameList queue_ ABSL_GUARDED_BY(mu_);     // the flush queue
+  FrameList retained_ ABSL_GUARDED_BY(mu_);  // went out, kept readable
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t queued_ ABSL_GUARDED_BY(mu_) = 0;   // frames in the flush queue
   int waiters_ ABSL_GUARDED_BY(mu_) = 0;     // FLUSHes and writers waiting on flushers
   // The last flush failed and none succeeded since: its error.
   absl::Status failing_ ABSL_GUARDED_BY(mu_);

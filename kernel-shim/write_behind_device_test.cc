@@ -144,8 +144,9 @@ class WriteBehindTest : public ::testing::Test {
     unlink(file_.c_str());
   }
   void Make(uint64_t capacity_pages, int flushers = 2, size_t coalesce_pages = 64,
-            absl::Duration coalesce_delay = absl::Milliseconds(1)) {
+            absl::Duration coalesce_delay = absl::Milliseconds(1), bool retain = true) {
     WriteBehindOptions o;
+    o.retain = retain;
     o.capacity_bytes = capacity_pages * kPage;
     o.flushers = flushers;
     o.retry_delay = absl::Milliseconds(5);
@@ -307,6 +308,71 @@ TEST_F(WriteBehindTest, AFullAreaMakesWritersWaitForRoom) {
   EXPECT_GE(dev_->stats().room_waits, 1u);
 }
 
+// The tests below change the device behind directly, under the area, which
+// nothing else does: that shows where a read was served from.
+TEST_F(WriteBehindTest, APageThatWentOutIsReadFromItsFrameUntilTheFrameIsWanted) {
+  Make(4, 1);
+  for (uint64_t s = 0; s < 4; ++s) {
+    ASSERT_TRUE(dev_->Write(s * kPage, PageOf(static_cast<uint8_t>(s))).ok());
+  }
+  ASSERT_TRUE(dev_->Flush().ok());
+  WriteBehindDevice::Stats st = dev_->stats();
+  EXPECT_EQ(st.staged_pages, 0u);
+  EXPECT_EQ(st.retained_pages, 4u);
+  ASSERT_TRUE(inner_->real()->Write(0, PageOf(0xEE)).ok());
+  EXPECT_EQ(ReadPages(dev_.get(), 0), PageOf(0));  // from its frame
+  EXPECT_EQ(dev_->stats().retained_hits, 1u);
+  // Two new pages take the frames of the two oldest.
+  ASSERT_TRUE(dev_->Write(10 * kPage, PageOf(10, 2)).ok());
+  ASSERT_TRUE(dev_->Flush().ok());
+  EXPECT_EQ(ReadPages(dev_.get(), 0), PageOf(0xEE));  // from behind now
+  EXPECT_EQ(ReadPages(dev_.get(), 1), PageOf(1));
+  EXPECT_EQ(ReadPages(dev_.get(), 2), PageOf(2));
+  EXPECT_EQ(ReadPages(dev_.get(), 10, 2), PageOf(10, 2));
+  st = dev_->stats();
+  EXPECT_EQ(st.retained_hits, 4u);  // pages 0 (before), 2, 10 and 11
+  EXPECT_EQ(st.retained_pages, 4u);
+  EXPECT_EQ(st.room_waits, 0u);  // a retained frame is as good as a free one
+}
+
+TEST_F(WriteBehindTest, ChangesBehindDropTheRetainedCopy) {
+  Make(16);
+  for (uint64_t s = 1; s <= 4; ++s) {
+    ASSERT_TRUE(dev_->Write(s * kPage, PageOf(static_cast<uint8_t>(s))).ok());
+  }
+  ASSERT_TRUE(dev_->Flush().ok());
+  ASSERT_EQ(dev_->stats().retained_pages, 4u);
+  const std::vector<uint8_t> patch(100, 0xCC);
+  ASSERT_TRUE(dev_->Write(1 * kPage + 10, patch).ok());  // written through
+  std::vector<uint8_t> want = PageOf(1);
+  std::memcpy(want.data() + 10, patch.data(), patch.size());
+  EXPECT_EQ(ReadPages(dev_.get(), 1), want);
+  ASSERT_TRUE(dev_->Trim(2 * kPage, kPage).ok());
+  EXPECT_EQ(ReadPages(dev_.get(), 2), std::vector<uint8_t>(kPage, 0));
+  ASSERT_TRUE(dev_->WriteZeroes(3 * kPage, kPage).ok());
+  EXPECT_EQ(ReadPages(dev_.get(), 3), std::vector<uint8_t>(kPage, 0));
+  ASSERT_TRUE(dev_->Write(4 * kPage, PageOf(44)).ok());  // replaces the retained copy
+  EXPECT_EQ(ReadPages(dev_.get(), 4), PageOf(44));
+  WriteBehindDevice::Stats st = dev_->stats();
+  EXPECT_EQ(st.retained_hits, 0u);
+  EXPECT_EQ(st.superseded, 0u);  // nothing was replaced before it went out
+  ASSERT_TRUE(dev_->Flush().ok());
+  EXPECT_EQ(ReadPages(inner_->real(), 4), PageOf(44));
+  EXPECT_EQ(ReadPages(dev_.get(), 4), PageOf(44));
+  EXPECT_EQ(dev_->stats().retained_pages, 1u);  // only page 4's newest copy
+}
+
+TEST_F(WriteBehindTest, WithoutRetentionPagesThatWentOutAreReadFromBehind) {
+  Make(16, 1, 64, absl::Milliseconds(1), /*retain=*/false);
+  ASSERT_TRUE(dev_->Write(6 * kPage, PageOf(6)).ok());
+  ASSERT_TRUE(dev_->Flush().ok());
+  ASSERT_TRUE(inner_->real()->Write(6 * kPage, PageOf(0xEE)).ok());
+  EXPECT_EQ(ReadPages(dev_.get(), 6), PageOf(0xEE));
+  WriteBehindDevice::Stats st = dev_->stats();
+  EXPECT_EQ(st.retained_pages, 0u);
+  EXPECT_EQ(st.retained_hits, 0u);
+}
+
 // True once `done()` is (polled every 2 ms), false after `timeout`.
 bool Eventually(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10)) {
   const absl::Time deadline = absl::Now() + timeout;
@@ -451,6 +517,7 @@ TEST_F(WriteBehindTest, ConcurrentRandomOperationsMatchAModel) {
   EXPECT_EQ(st.staged_pages, 0u);
   EXPECT_GT(st.staged_writes, 0u);
   EXPECT_GT(st.read_hits, 0u);
+  EXPECT_GT(st.retained_hits, 0u);
   dev_.reset();
   for (int t = 0; t < kThreads; ++t) {
     std::vector<uint8_t> out(kSlotsEach * kPage);
