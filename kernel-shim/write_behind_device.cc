@@ -143,6 +143,8 @@ absl::Status WriteBehindDevice::FlushFrames(const std::vector<int32_t>& frames,
   mu_.Unlock();
   inner_->WriteBatch(ios);
   mu_.Lock();
+  const bool retain = options_.retain && read_since_flush_;
+  read_since_flush_ = false;
   absl::Status first_error;
   for (size_t i = 0; i < frames.size(); ++i) {
     const int32_t f = frames[i];
@@ -152,7 +154,7 @@ absl::Status WriteBehindDevice::FlushFrames(const std::vector<int32_t>& frames,
     --in_flight_;
     if (ios[i].status.ok()) {
       ++stats_.flushed_pages;
-      if (s.latest == f && options_.retain) {
+      if (s.latest == f && retain) {
         frame_info_[f].state = FrameState::kRetained;
         Append(&retained_, f);
       } else {
@@ -415,6 +417,7 @@ void WriteBehindDevice::ReadBatch(absl::Span<Io> ios) {
   owner.clear();
   {
     MutexLock l(&mu_);
+    read_since_flush_ = true;
     for (size_t i = 0; i < ios.size(); ++i) {
       Io& io = ios[i];
       io.status = absl::OkStatus();

@@ -309,9 +309,16 @@ TEST_F(WriteBehindTest, AFullAreaMakesWritersWaitForRoom) {
 }
 
 // The tests below change the device behind directly, under the area, which
-// nothing else does: that shows where a read was served from.
+// nothing else does: that shows where a read was served from. They let
+// pages gather until a FLUSH, so that each FLUSH sends one batch, and read
+// before it: a batch is retained when the device was read since the one
+// before.
+constexpr absl::Duration kUntilFlush = absl::Hours(1);
+constexpr uint64_t kOtherSlot = 500;
+
 TEST_F(WriteBehindTest, APageThatWentOutIsReadFromItsFrameUntilTheFrameIsWanted) {
-  Make(4, 1);
+  Make(4, 1, 64, kUntilFlush);
+  ReadPages(dev_.get(), kOtherSlot);
   for (uint64_t s = 0; s < 4; ++s) {
     ASSERT_TRUE(dev_->Write(s * kPage, PageOf(static_cast<uint8_t>(s))).ok());
   }
@@ -336,7 +343,8 @@ TEST_F(WriteBehindTest, APageThatWentOutIsReadFromItsFrameUntilTheFrameIsWanted)
 }
 
 TEST_F(WriteBehindTest, ChangesBehindDropTheRetainedCopy) {
-  Make(16);
+  Make(16, 1, 64, kUntilFlush);
+  ReadPages(dev_.get(), kOtherSlot);
   for (uint64_t s = 1; s <= 4; ++s) {
     ASSERT_TRUE(dev_->Write(s * kPage, PageOf(static_cast<uint8_t>(s))).ok());
   }
@@ -362,8 +370,22 @@ TEST_F(WriteBehindTest, ChangesBehindDropTheRetainedCopy) {
   EXPECT_EQ(dev_->stats().retained_pages, 1u);  // only page 4's newest copy
 }
 
+TEST_F(WriteBehindTest, AStreamOfWritesAloneRetainsNothing) {
+  Make(16, 1, 64, kUntilFlush);
+  for (uint64_t s = 0; s < 4; ++s) ASSERT_TRUE(dev_->Write(s * kPage, PageOf(7)).ok());
+  ASSERT_TRUE(dev_->Flush().ok());
+  EXPECT_EQ(dev_->stats().retained_pages, 0u);
+  EXPECT_EQ(ReadPages(dev_.get(), 0), PageOf(7));  // from behind
+  ASSERT_TRUE(dev_->Write(5 * kPage, PageOf(8)).ok());
+  ASSERT_TRUE(dev_->Flush().ok());
+  WriteBehindDevice::Stats st = dev_->stats();
+  EXPECT_EQ(st.retained_pages, 1u);  // read since: retained
+  EXPECT_EQ(st.retained_hits, 0u);
+}
+
 TEST_F(WriteBehindTest, WithoutRetentionPagesThatWentOutAreReadFromBehind) {
-  Make(16, 1, 64, absl::Milliseconds(1), /*retain=*/false);
+  Make(16, 1, 64, kUntilFlush, /*retain=*/false);
+  ReadPages(dev_.get(), kOtherSlot);
   ASSERT_TRUE(dev_->Write(6 * kPage, PageOf(6)).ok());
   ASSERT_TRUE(dev_->Flush().ok());
   ASSERT_TRUE(inner_->real()->Write(6 * kPage, PageOf(0xEE)).ok());
