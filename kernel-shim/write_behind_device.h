@@ -48,11 +48,11 @@
 // read since the batch before: a stream of writes alone (measured: fio QD32
 // randwrite, ~8% of its IOPS) does not pay for the bookkeeping.
 //
-// Back-pressure: a writer that finds no free frame waits for one. A flush
-// that fails keeps its pages staged (still readable) and retries them after
-// `retry_delay`; while every flush fails and the area is full, writes go
-// through (and get the device's error), FLUSH reports that error, and
-// nothing staged is dropped.
+// Back-pressure: a writer that finds no free or retained frame waits for
+// one. A flush that fails keeps its pages staged (still readable) and
+// retries them after `retry_delay`; while every flush fails and the area is
+// full, writes go through (and get the device's error), FLUSH reports that
+// error, and nothing staged is dropped.
 //
 // Memory: `capacity_bytes` of frames (allocated and faulted in at
 // construction, so the shim's mlockall covers them) plus per-frame
