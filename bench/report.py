@@ -339,7 +339,7 @@ def blockdev():
 
 
 # ---------------------------------------------------------------- 4/5. swap + memory
-BACKENDS = ("ram", "loop-file", "zram-lz4", "nbdkit", "ramster-r1", "ramster-r2")
+BACKENDS = ("ram", "loop-file", "zram-lz4", "nbdkit", "ramster-local", "ramster-r1", "ramster-r2")
 
 
 def swap():
@@ -370,7 +370,10 @@ def swap():
         rr = stat([t[(b, r)] / t[("ram", r)] for r in runs if (b, r) in t and ("ram", r) in t and t[("ram", r)]])
         okn = sum(1 for r in rows if r["b"] == b and r["ok"] == "ok")
         md.append(f"| {b} | {fs(s)} | {fs(rn)}x | {fs(rr)}x | {okn}/{len([r for r in rows if r['b'] == b])} |")
-        if b.startswith("ramster"):
+        if b == "ramster-local" and s:
+            summary.append(("4 swap", "workload completion s, ramster-local (no peers: the shim's own path)",
+                            fs(s), "nbdkit " + fs(stat([t.get(('nbdkit', r)) for r in runs])), fs(rn) + "x", "-", "-"))
+        elif b.startswith("ramster"):
             summary.append(("4 swap", f"workload completion s, {b}", fs(s), "nbdkit " + fs(stat([t.get(('nbdkit', r)) for r in runs])),
                             fs(rn) + "x", "<= 1.25x" if b == "ramster-r1" else "-", verdict(rn, 1.25, False) if b == "ramster-r1" else "-"))
     others = ", ".join(f"{b} {fs(stats[b])} s" for b in ("ram", "loop-file", "zram-lz4") if stats.get(b))
@@ -378,7 +381,7 @@ def swap():
     # The shim's own time per READ (arrival to reply, over the whole run):
     # how much of each swap-in's wait is the shim and its peers.
     lat = []
-    for b in ("ramster-r1", "ramster-r2"):
+    for b in ("ramster-local", "ramster-r1", "ramster-r2"):
         shim = [load(os.path.join(RAW, f"swap-{b}-run{r}.shim-stats.json")) or {} for r in runs]
         per = [st.get("nbd", {}).get("read_us") for st in shim]
         per = [p for p in per if p and p.get("count")]
@@ -388,8 +391,9 @@ def swap():
             # after they went out): no round trip for those.
             hits = shim[0].get("write_behind", {}).get("read_hits", "-")
             lat.append(f"| {b} | {per[0]['count']} | {hits} | {fs(p50)} | {fs(p90)} | {fs(p99)} |")
-            summary.append(("4 swap", f"shim time per READ p50 / p99 us (bucket bounds), {b}",
-                            f"{fs(p50)} / {fs(p99)}", "-", "-", "-", "-"))
+            if b != "ramster-local":
+                summary.append(("4 swap", f"shim time per READ p50 / p99 us (bucket bounds), {b}",
+                                f"{fs(p50)} / {fs(p99)}", "-", "-", "-", "-"))
     if lat:
         md.append("\nThe shim's time per READ, from its arrival to its reply (the peer round trip "
                   "included), over each whole run; percentiles are upper bounds of histogram buckets "

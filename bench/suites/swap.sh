@@ -5,12 +5,14 @@
 #   loop-file   loop device (direct I/O) over a file on the local disk
 #   zram-lz4    a zram device, comp_algorithm lz4
 #   nbdkit      `nbdkit memory` through nbdfuse -> loop (deploy/local/swap.sh)
+#   ramster-local  ramster-shim with no peers (its local swap file only),
+#               same chain: the shim's own path, without a server round trip
 #   ramster-r1  ramster-shim, 3 local servers, replicas 1, same chain
 #   ramster-r2  the same with replicas 2
 # Backends run round-robin within each run. While the workload runs, a
 # sampler records zram's mm_stat, or `ramsterctl status --json`, the servers'
 # RSS and the shim's stats file, every 0.5-1 s (raw/swap-*-samples.jsonl).
-SWAP_BACKENDS=${SWAP_BACKENDS:-"ram loop-file zram-lz4 nbdkit ramster-r1 ramster-r2"}
+SWAP_BACKENDS=${SWAP_BACKENDS:-"ram loop-file zram-lz4 nbdkit ramster-local ramster-r1 ramster-r2"}
 
 swap_setup() {  # backend run -> sets SW_DEV; registers teardown (not in a subshell)
   local b="$1" r="$2" dev state="$WORK/swapstate-$1-$2"
@@ -51,6 +53,14 @@ swap_setup() {  # backend run -> sets SW_DEV; registers teardown (not in a subsh
       start_nbdkit sw-nbdkit >&2 || return 1
       defer "'$SWAPSH' down --state='$state'"
       dev=$(run "$SWAPSH" up --socket="$WORK/sw-nbdkit.sock" --state="$state" --priority=32767) || return 1
+      OUR_SWAPS+=("$dev")
+      SW_DEV="$dev" ;;
+    ramster-local)
+      SW_PEERS=""
+      start_shim "sw-$b" "" 1 >&2 || return 1
+      SW_SHIM_PID=$SHIM_PID
+      defer "'$SWAPSH' down --state='$state'"
+      dev=$(run "$SWAPSH" up --socket="$WORK/sw-$b.sock" --state="$state" --priority=32767) || return 1
       OUR_SWAPS+=("$dev")
       SW_DEV="$dev" ;;
     ramster-r1|ramster-r2)
@@ -133,7 +143,7 @@ suite_swap() {
       if [ "${b#ramster}" != "$b" ]; then
         sleep 1.2  # one more stats write
         cp "$WORK/sw-$b.stats.json" "$RAW/$tag.shim-stats.json" 2>/dev/null
-        "$CTL" --server="$SW_PEERS" status --json >"$RAW/$tag.status.json" 2>/dev/null
+        [ -n "$SW_PEERS" ] && "$CTL" --server="$SW_PEERS" status --json >"$RAW/$tag.status.json" 2>/dev/null
       fi
       [ "$b" = zram-lz4 ] && cat /sys/block/zram$ZRAM_ID/mm_stat >"$RAW/$tag.mm_stat-end"
       echo "$b,$r,$secs,$([ $rc -eq 0 ] && echo ok || echo failed),$rc" >>"$RAW/swap.csv"
