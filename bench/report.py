@@ -432,8 +432,10 @@ def memory(runs):
               "(zram frees slots as soon as the workload exits). zram: `mm_stat` orig_data_size / mem_used_total. "
               "ramster: logical bytes = 4096 x the slots the shim holds (its tiers' slots plus its same-filled "
               "slots, as zram's orig_data_size counts same-filled pages); donor RAM = sum of the servers' ram_used_bytes, "
-              "and the servers' RSS growth since the first sample. With replicas 2, each logical page has two copies.\n")
-    md.append("| backend | logical MiB | donor RAM MiB (account) | donor RSS growth MiB | logical/donor (account) | logical/donor (RSS) | bytes per logical page (account) | shim RSS max MiB |")
+              "and the servers' RSS growth since the first sample, less what they gave back lazily (MADV_FREE: "
+              "smaps_rollup LazyFree, which the kernel takes whenever it wants memory). With replicas 2, each logical "
+              "page has two copies.\n")
+    md.append("| backend | logical MiB | donor RAM MiB (account) | donor RSS growth MiB (LazyFree) | logical/donor (account) | logical/donor (RSS) | bytes per logical page (account) | shim RSS max MiB |")
     md.append("|---|---|---|---|---|---|---|---|")
     MiB = 1048576
     zr = []
@@ -456,17 +458,19 @@ def memory(runs):
             ss = [s for s in samples(os.path.join(RAW, f"swap-{b}-run{r}-samples.jsonl")) if s.get("status") and s.get("shim")]
             if not ss:
                 continue
-            base_rss = sum(ss[0].get("server_rss", []))
+            held_rss = lambda s: sum(s.get("server_rss", [])) - sum(s.get("server_lazyfree", []))
+            base_rss = held_rss(ss[0])
             # slots held: the tiers' slots plus same-filled slots (kept in the slot map only)
             held = lambda s: sum(t.get("slots", 0) for t in s["shim"].get("tiers", [])) + s["shim"].get("slots_filled", 0)
             best = max(ss, key=held)
             nodes = [n for n in best["status"]["nodes"] if n.get("up")]
             used = sum(n.get("ram_used_bytes", 0) for n in nodes)
             logical = held(best) * 4096
-            rss = sum(best.get("server_rss", [])) - base_rss
+            rss = held_rss(best) - base_rss
+            lazy = sum(best.get("server_lazyfree", []))
             shim_rss = max(max(s.get("shim_rss", 0), s["shim"].get("rss_bytes", 0)) for s in ss)
             if logical and used:
-                per.append({"logical": logical, "used": used, "rss": rss, "shim_rss": shim_rss,
+                per.append({"logical": logical, "used": used, "rss": rss, "lazy": lazy, "shim_rss": shim_rss,
                             "slotmap": best["shim"].get("slot_map_bytes_per_slot")})
         if not per:
             md.append(f"| {b} | n/a | | | | | | |")
@@ -474,13 +478,13 @@ def memory(runs):
         ra = stat([p["logical"] / p["used"] for p in per])
         rr = stat([p["logical"] / p["rss"] for p in per if p["rss"] > 0])
         p = sorted(per, key=lambda p: p["logical"] / p["used"])[len(per) // 2]
-        md.append(f"| {b} | {p['logical'] / MiB:.1f} | {p['used'] / MiB:.1f} | {p['rss'] / MiB:.1f} | {fs(ra)} | {fs(rr)} | "
+        md.append(f"| {b} | {p['logical'] / MiB:.1f} | {p['used'] / MiB:.1f} | {p['rss'] / MiB:.1f} ({p['lazy'] / MiB:.1f}) | {fs(ra)} | {fs(rr)} | "
                   f"{p['used'] / (p['logical'] / 4096):.0f} | {p['shim_rss'] / MiB:.1f} |")
         if b == "ramster-r1":
             summary.append(("5 memory", "logical bytes / donor RAM (ram_used_bytes), replicas 1", fs(ra),
                             "zram " + fs(zratio), fs(stat([a / zratio[0] for a in [ra[0]]])) + "x" if ra and zratio else "n/a",
                             ">= zram", verdict(ra, zratio[0]) if ra and zratio else "n/a"))
-            summary.append(("5 memory", "logical bytes / donor RSS growth, replicas 1", fs(rr),
+            summary.append(("5 memory", "logical bytes / donor RSS growth (less LazyFree), replicas 1", fs(rr),
                             "zram " + fs(zratio), "-", ">= zram", verdict(rr, zratio[0]) if rr and zratio else "n/a"))
             summary.append(("5 memory", "shim RSS while swapping (max), MiB", f"{max(q['shim_rss'] for q in per) / MiB:.1f}",
                             "-", "-", "-", "-"))

@@ -128,8 +128,10 @@ absl::StatusOr<uint64_t> SlabAllocator::Allocate(uint32_t size) {
   return h;
 }
 
-void SlabAllocator::Uncommit(SizeClass* cls, uint64_t page) {
-  madvise(cls->base + page * kPage, kPage, MADV_DONTNEED);
+void SlabAllocator::Uncommit(SizeClass* cls, uint64_t page, bool at_once) {
+  // MADV_FREE: the kernel takes the page when it wants memory; until then a
+  // store that reuses it writes to it without a fault (and a zeroed page).
+  madvise(cls->base + page * kPage, kPage, at_once ? MADV_DONTNEED : MADV_FREE);
   budget_->Release(kPage);
   cls->committed_pages--;
   cls->pages[page] = 0;
@@ -149,7 +151,7 @@ void SlabAllocator::PageEmptied(SizeClass* cls, uint64_t page) {
       // Give it back instead.
     }
   }
-  Uncommit(cls, page);
+  Uncommit(cls, page, /*at_once=*/!caching_.load());
 }
 
 void SlabAllocator::Free(uint64_t handle) {
@@ -184,7 +186,7 @@ void SlabAllocator::DropCache() {
   for (SizeClass& cls : classes_) {
     MutexLock lock(&cls.mu);
     for (uint32_t page : cls.cached) {
-      Uncommit(&cls, page);
+      Uncommit(&cls, page, /*at_once=*/true);
       cached_bytes_.fetch_sub(kPage);
     }
     cls.cached.clear();

@@ -4,8 +4,8 @@
 // objects laid end to end in its own reserved range of virtual memory.
 // Objects may straddle page boundaries, so no page has a tail that no object
 // fills; a page is committed (charged to the Budget and faulted in) when the
-// first object touching it is allocated, and given back (madvise
-// MADV_DONTNEED, uncharged) when the last one touching it is freed. Free
+// first object touching it is allocated, and given back (uncharged) when the
+// last one touching it is freed. Free
 // slots are reused lowest first, so a class's live objects stay packed at
 // the start of its array and its high pages are the ones that empty.
 //
@@ -17,6 +17,17 @@
 // small cache of at most kMaxCachedBytes while the budget is below 7/8 of
 // its limit, so that a class at the boundary does not fault a page in and
 // out on every store; the cache is dropped whenever the budget needs room.
+//
+// A page given back beyond the cache is given lazily (madvise MADV_FREE):
+// the kernel takes it whenever it wants memory, without I/O, and until it
+// does, a store that reuses the page writes to it without a page fault. A
+// donor whose clients churn (swap-in, TRIM, swap-out) would otherwise pay a
+// fault and a zeroed page for most of its stores (measured: a quarter of a
+// batched store's CPU). Such pages still count in the process's RSS (and
+// in /proc/<pid>/smaps_rollup's LazyFree) until the kernel takes them. When
+// the node gives memory back because it must (an eviction, a lowered
+// limit, a dropped cache: set_caching(false) or DropCache), it is given at
+// once (MADV_DONTNEED).
 //
 // A handle names an object: class index << 31 | slot (at most 40 bits).
 // Handles stay valid until Free; Resolve turns one into a pointer.
@@ -112,7 +123,9 @@ class SlabAllocator {
   static void PagesOf(const SizeClass& cls, uint64_t slot, uint64_t* first, uint64_t* last);
   // The page emptied: cache it or give it back. REQUIRES: cls->mu held.
   void PageEmptied(SizeClass* cls, uint64_t page);
-  void Uncommit(SizeClass* cls, uint64_t page);
+  // Uncharges the page and gives it back: lazily (MADV_FREE), or `at_once`
+  // (MADV_DONTNEED).
+  void Uncommit(SizeClass* cls, uint64_t page, bool at_once);
 
   Budget* const budget_;
   uint64_t class_bytes_ = 0;  // reserved per class

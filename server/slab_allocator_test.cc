@@ -1,5 +1,7 @@
 #include "server/slab_allocator.h"
 
+#include <sys/resource.h>
+
 #include <cstring>
 #include <random>
 #include <thread>
@@ -81,6 +83,61 @@ TEST(SlabAllocator, ChargesPagesToTheBudgetAndReturnsThem) {
     ASSERT_TRUE(slab.Allocate(100).ok());
     EXPECT_EQ(budget.used(), 4096u);
   }
+  EXPECT_EQ(budget.used(), 0u);
+}
+
+// Minor page faults of the calling thread so far.
+long ThreadMinorFaults() {
+  rusage u{};
+  getrusage(RUSAGE_THREAD, &u);
+  return u.ru_minflt;
+}
+
+// Fills `pages` one-page objects, writing each; returns the page faults that
+// took. The handles go to `handles`.
+long FillAndCountFaults(SlabAllocator* slab, int pages, std::vector<uint64_t>* handles) {
+  handles->clear();
+  const long before = ThreadMinorFaults();
+  for (int i = 0; i < pages; ++i) {
+    auto h = slab->Allocate(4096);
+    if (!h.ok()) return -1;
+    std::memset(slab->Resolve(*h), i & 0xff, 4096);
+    handles->push_back(*h);
+  }
+  return ThreadMinorFaults() - before;
+}
+
+TEST(SlabAllocator, PagesGivenBackLazilyAreReusedWithoutFaultsButAnEvictionGivesAtOnce) {
+  // Four times the cache: most emptied pages go back to the kernel.
+  constexpr int kPages = 4 * SlabAllocator::kMaxCachedBytes / 4096;
+  Budget budget(uint64_t{1} << 30);
+  SlabAllocator slab(&budget);
+  std::vector<uint64_t> handles;
+  // The first fill faults every page in.
+  EXPECT_GE(FillAndCountFaults(&slab, kPages, &handles), kPages);
+  for (uint64_t h : handles) slab.Free(h);
+  // Uncharged at once, cache aside...
+  EXPECT_EQ(slab.page_bytes(), 0u);
+  EXPECT_LE(budget.used(), SlabAllocator::kMaxCachedBytes);
+  // ...but given back lazily (MADV_FREE): with the kernel under no pressure
+  // it still has them, and refilling them faults few (if any) in. The bound
+  // leaves room for pages the kernel (or DAMON) took meanwhile.
+  const long lazy = FillAndCountFaults(&slab, kPages, &handles);
+  ASSERT_GE(lazy, 0);
+  EXPECT_LT(lazy, kPages / 4);
+  EXPECT_EQ(budget.used(), uint64_t{kPages} * 4096);
+  // While the node evicts or shrinks (caching off), a freed page goes back
+  // at once (MADV_DONTNEED): using it again faults a zeroed page in.
+  slab.set_caching(false);
+  for (uint64_t h : handles) slab.Free(h);
+  slab.set_caching(true);
+  EXPECT_EQ(budget.used(), 0u);
+  EXPECT_GE(FillAndCountFaults(&slab, kPages, &handles), kPages);
+  for (int i = 0; i < kPages; ++i) {
+    ASSERT_EQ(slab.Resolve(handles[i])[4095], i & 0xff);
+  }
+  for (uint64_t h : handles) slab.Free(h);
+  slab.DropCache();
   EXPECT_EQ(budget.used(), 0u);
 }
 

@@ -49,3 +49,6 @@ start_nbdkit() {
 }
 
 rss_of() { awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# Bytes of the process's RSS that it gave back lazily (MADV_FREE): the kernel
+# takes them whenever it wants memory, and they count in RSS until it does.
+lazyfree_of() { awk '/^LazyFree:/ {v = $2 * 1024} END {print v + 0}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }

@@ -85,11 +85,14 @@ swap_sample() {  # backend out: one JSON line per sample until killed
         echo "{\"t\": $(date +%s.%N), \"mm_stat\": [$(tr -s ' ' ',' </sys/block/zram$ZRAM_ID/mm_stat | sed 's/^,//;s/,$//')]}" >>"$out"
         sleep 0.5 ;;
       ramster-r*)
-        local st rss="" p shim
+        local st rss="" lazy="" p shim
         st=$("$CTL" --server="$SW_PEERS" status --json 2>/dev/null | tr -d '\n')
-        for p in "$WORK"/sw-cluster/node*.pid; do rss="$rss${rss:+, }$(rss_of "$(cat "$p")")"; done
+        for p in "$WORK"/sw-cluster/node*.pid; do
+          rss="$rss${rss:+, }$(rss_of "$(cat "$p")")"
+          lazy="$lazy${lazy:+, }$(lazyfree_of "$(cat "$p")")"
+        done
         shim=$(cat "$WORK/sw-$b.stats.json" 2>/dev/null | tr -d '\n')
-        echo "{\"t\": $(date +%s.%N), \"status\": ${st:-null}, \"server_rss\": [$rss], \"shim_rss\": $(rss_of "$SW_SHIM_PID"), \"shim\": ${shim:-null}}" >>"$out"
+        echo "{\"t\": $(date +%s.%N), \"status\": ${st:-null}, \"server_rss\": [$rss], \"server_lazyfree\": [$lazy], \"shim_rss\": $(rss_of "$SW_SHIM_PID"), \"shim\": ${shim:-null}}" >>"$out"
         sleep 1 ;;
       *) return 0 ;;
     esac
