@@ -19,7 +19,9 @@
 // Patterns, each with --threads client threads, one connection per thread
 // (ramster: one gRPC channel each, with its own subchannel pool, so that they
 // do not share one HTTP/2 connection):
-//   unbatched  one page per round trip: ramster Store / Load with one page;
+//   unbatched  one page per round trip: ramster Store / Load with one page
+//              (a request on the thread's Pages stream, as the shim sends
+//              them; --ramster_calls=unary: a unary call each);
 //              memcached one `set`, wait for STORED / one `get`
 //   batched    --batch pages per round trip: ramster Store / Load with that
 //              many pages; memcached that many sets written at once, then
@@ -152,6 +154,10 @@ ABSL_FLAG(bool, prebuilt_requests, true,
           "Build every ramster request before the timed phases (payloads copied in, "
           "so the client holds a copy of every page); false builds each one just "
           "before it is sent, for runs too large to hold twice in RAM.");
+ABSL_FLAG(std::string, ramster_calls, "stream",
+          "How the ramster client sends its requests: stream (each thread's requests on one "
+          "PageStore.Pages stream, as the shim's client does) or unary (a Store / Load call "
+          "per request).");
 ABSL_FLAG(bool, log_phases, false,
           "Log each phase's start and end (CLOCK_MONOTONIC) to stderr, to match "
           "with `perf record -k CLOCK_MONOTONIC` samples.");
@@ -167,6 +173,9 @@ using Clock = std::chrono::steady_clock;
 constexpr uint32_t kPool = 1;
 constexpr char kClientId[] = "server-bench";
 constexpr auto kCallTimeout = std::chrono::seconds(60);
+// A page stream has no per-request deadline (as the shim's: it keeps its
+// own); this bounds a stream of a bench that hangs.
+constexpr auto kStreamLifetime = std::chrono::hours(2);
 // The first block of a Load reply's arena: room for the messages of ~128
 // pages (a 64-page reply needs 15 KiB).
 constexpr size_t kReplyArenaBlockBytes = 32 << 10;
@@ -533,10 +542,21 @@ double PercentileUs(const std::vector<int64_t>& sorted, double q) {
 // ---------------------------------------------------------------------------
 // ramster over gRPC.
 
+bool UseStreams() {
+  const std::string calls = absl::GetFlag(FLAGS_ramster_calls);
+  if (calls != "stream" && calls != "unary") {
+    Die("--ramster_calls: stream or unary, got " + calls);
+  }
+  return calls == "stream";
+}
+
 class RamsterClient {
  public:
-  RamsterClient(const std::string& address, int threads, uint64_t epoch)
+  RamsterClient(const std::string& address, int threads, uint64_t epoch, bool streams)
       : epoch_(epoch) {
+    if (streams) {
+      for (int t = 0; t < threads; ++t) streams_.push_back(std::make_unique<Stream>());
+    }
     for (int t = 0; t <= threads; ++t) {  // the last one for control calls
       grpc::ChannelArguments args;
       // A channel of its own per thread: separate subchannel pools make
@@ -557,6 +577,14 @@ class RamsterClient {
     }
   }
 
+  ~RamsterClient() {
+    for (auto& st : streams_) {
+      if (st->rw == nullptr) continue;
+      st->rw->WritesDone();
+      (void)st->rw->Finish();
+    }
+  }
+
   void OpenSession() {
     grpc::ClientContext ctx;
     Prepare(&ctx);
@@ -569,10 +597,12 @@ class RamsterClient {
     Check(stubs_.back()->OpenSession(&ctx, req, &resp), "OpenSession");
   }
 
-  // Every request of a workload, built once (payloads copied in).
+  // Every request of a workload, built once (payloads copied in), each in
+  // the PagesRequest a stream carries (a unary call sends its store() or
+  // load() as it is).
   struct Requests {
-    std::vector<v1::StoreRequest> store;
-    std::vector<v1::LoadRequest> load;
+    std::vector<v1::PagesRequest> store;
+    std::vector<v1::PagesRequest> load;
   };
   Requests Build(const Workload& w, const PageSource& src) const {
     Requests r;
@@ -584,14 +614,18 @@ class RamsterClient {
     return r;
   }
   // The requests of round trip `rt` (either may be null).
-  void BuildOne(const Workload& w, size_t rt, const PageSource& src, v1::StoreRequest* store,
-                v1::LoadRequest* load) const {
-    if (store != nullptr) {
-      store->Clear();
+  void BuildOne(const Workload& w, size_t rt, const PageSource& src,
+                v1::PagesRequest* store_request, v1::PagesRequest* load_request) const {
+    v1::StoreRequest* store = nullptr;
+    v1::LoadRequest* load = nullptr;
+    if (store_request != nullptr) {
+      store_request->Clear();
+      store = store_request->mutable_store();
       store->set_boot_epoch(epoch_);
     }
-    if (load != nullptr) {
-      load->Clear();
+    if (load_request != nullptr) {
+      load_request->Clear();
+      load = load_request->mutable_load();
       load->set_boot_epoch(epoch_);
     }
     for (int i = 0; i < w.pages_per_rt; ++i) {
@@ -615,11 +649,21 @@ class RamsterClient {
     }
   }
 
-  void Store(int thread, const v1::StoreRequest& req) {
-    grpc::ClientContext ctx;
-    Prepare(&ctx);
-    v1::StoreResponse resp;
-    Check(stubs_[thread]->Store(&ctx, req, &resp), "Store");
+  void Store(int thread, const v1::PagesRequest& request) {
+    const v1::StoreRequest& req = request.store();
+    v1::PagesReply reply;
+    const v1::StoreResponse* response = nullptr;
+    v1::StoreResponse unary_response;
+    if (!streams_.empty()) {
+      Exchange(thread, request, &reply, "Store");
+      response = &reply.store();
+    } else {
+      grpc::ClientContext ctx;
+      Prepare(&ctx);
+      Check(stubs_[thread]->Store(&ctx, req, &unary_response), "Store");
+      response = &unary_response;
+    }
+    const v1::StoreResponse& resp = *response;
     if (resp.results_size() != req.pages_size()) {
       Die(absl::StrCat("Store: ", resp.results_size(), " results for ",
                        req.pages_size(), " pages"));
@@ -633,16 +677,26 @@ class RamsterClient {
     }
   }
 
-  void Load(int thread, const v1::LoadRequest& req, const PageSource& src,
+  void Load(int thread, const v1::PagesRequest& request, const PageSource& src,
             uint64_t verify_every, uint8_t* scratch) {
-    grpc::ClientContext ctx;
-    Prepare(&ctx);
+    const v1::LoadRequest& req = request.load();
     // The reply on an arena, as the shim's client keeps it (client/peer.cc),
     // so that a page's messages are not each a heap allocation.
     alignas(16) char arena_block[kReplyArenaBlockBytes];
     google::protobuf::Arena arena(arena_block, sizeof(arena_block));
-    v1::LoadResponse& resp = *google::protobuf::Arena::CreateMessage<v1::LoadResponse>(&arena);
-    Check(stubs_[thread]->Load(&ctx, req, &resp), "Load");
+    const v1::LoadResponse* response = nullptr;
+    if (!streams_.empty()) {
+      auto* reply = google::protobuf::Arena::CreateMessage<v1::PagesReply>(&arena);
+      Exchange(thread, request, reply, "Load");
+      response = &reply->load();
+    } else {
+      grpc::ClientContext ctx;
+      Prepare(&ctx);
+      auto* unary_response = google::protobuf::Arena::CreateMessage<v1::LoadResponse>(&arena);
+      Check(stubs_[thread]->Load(&ctx, req, unary_response), "Load");
+      response = unary_response;
+    }
+    const v1::LoadResponse& resp = *response;
     if (resp.results_size() != req.keys_size()) {
       Die(absl::StrCat("Load: ", resp.results_size(), " results for ",
                        req.keys_size(), " keys"));
@@ -701,9 +755,34 @@ class RamsterClient {
   }
 
  private:
+  // A thread's page stream: opened on first use, closed with the client.
+  struct Stream {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReaderWriter<v1::PagesRequest, v1::PagesReply>> rw;
+  };
+
   void Prepare(grpc::ClientContext* ctx) const {
     ctx->AddMetadata(kClientIdMetadataKey, kClientId);
     ctx->set_deadline(std::chrono::system_clock::now() + kCallTimeout);
+  }
+
+  // One request and its reply on the thread's stream; a reply that says the
+  // request failed as a whole stops the bench, as a failed call does.
+  void Exchange(int thread, const v1::PagesRequest& request, v1::PagesReply* reply,
+                const char* what) {
+    Stream& st = *streams_[thread];
+    if (st.rw == nullptr) {
+      st.ctx.AddMetadata(kClientIdMetadataKey, kClientId);
+      st.ctx.set_deadline(std::chrono::system_clock::now() + kStreamLifetime);
+      st.rw = stubs_[thread]->Pages(&st.ctx);
+    }
+    if (!st.rw->Write(request) || !st.rw->Read(reply)) {
+      Check(st.rw->Finish(), what);
+      Die(absl::StrCat(what, ": the page stream ended"));
+    }
+    if (reply->code() != 0) {
+      Die(absl::StrCat(what, ": code ", reply->code(), ": ", reply->message()));
+    }
   }
   static void Check(const grpc::Status& s, const char* what) {
     if (!s.ok()) {
@@ -713,6 +792,8 @@ class RamsterClient {
 
   const uint64_t epoch_;
   std::vector<std::unique_ptr<v1::PageStore::Stub>> stubs_;  // one per thread, + control
+  // One per thread with --ramster_calls=stream; empty with unary.
+  std::vector<std::unique_ptr<Stream>> streams_;
   std::unique_ptr<v1::Admin::Stub> admin_;
 };
 
@@ -1002,8 +1083,10 @@ void PrintTable(const Results& r, int threads, int rounds) {
   std::printf("patterns: batched = %d pages per round trip, %zu pages per phase; "
               "unbatched = 1 page per round trip, %zu pages per phase\n",
               b.pages_per_rt, b.pages(), u.pages());
-  std::printf("  ramster: Store/Load RPCs of that many pages; memcached: that "
-              "many pipelined sets / one multi-key get\n");
+  std::printf("  ramster: Store/Load requests of that many pages (%s); memcached: that "
+              "many pipelined sets / one multi-key get\n",
+              UseStreams() ? "each thread's on one Pages stream, as the shim sends them"
+                           : "unary calls");
   std::printf("  %d client threads, one connection each; latency is per round "
               "trip, in us; median of %d rounds [min-max]\n",
               threads, rounds);
@@ -1117,9 +1200,10 @@ void WriteJson(const std::string& path, const Results& r, int threads, int round
       "  \"benchmark\": \"server_bench\",\n  \"cpu\": \"%s\",\n  \"cores\": %d,\n"
       "  \"note\": \"servers and client threads share the cores\",\n"
       "  \"threads\": %d,\n  \"rounds\": %d,\n  \"seed\": %u,\n"
-      "  \"latency_unit\": \"us per round trip\",\n  \"overwrite\": %s,\n",
+      "  \"latency_unit\": \"us per round trip\",\n  \"overwrite\": %s,\n"
+      "  \"ramster_calls\": \"%s\",\n",
       CpuModel(), sysconf(_SC_NPROCESSORS_ONLN), threads, rounds, seed,
-      r.overwrite ? "true" : "false");
+      r.overwrite ? "true" : "false", UseStreams() ? "stream" : "unary");
   j += "  \"patterns\": {";
   for (int p = 0; p < kNumPatterns; ++p) {
     absl::StrAppendFormat(&j, "%s\"%s\": {\"pages_per_round_trip\": %d, \"pages\": %u}",
@@ -1383,7 +1467,7 @@ int Run(const char* argv0) {
   RamsterClient::Requests ramster_requests[kNumPatterns];
   if (run[kRamster]) {
     ramster = std::make_unique<RamsterClient>(absl::StrCat("127.0.0.1:", ramster_port),
-                                              threads, epoch);
+                                              threads, epoch, UseStreams());
     ramster->OpenSession();
     if (absl::GetFlag(FLAGS_prebuilt_requests)) {
       for (int p = 0; p < kNumPatterns; ++p) {
@@ -1399,8 +1483,8 @@ int Run(const char* argv0) {
   }
   std::vector<std::vector<uint8_t>> scratch(threads, std::vector<uint8_t>(kPageSize));
   const bool prebuilt = absl::GetFlag(FLAGS_prebuilt_requests);
-  std::vector<v1::StoreRequest> store_scratch(threads);
-  std::vector<v1::LoadRequest> load_scratch(threads);
+  std::vector<v1::PagesRequest> store_scratch(threads);
+  std::vector<v1::PagesRequest> load_scratch(threads);
 
   const bool log_phases = absl::GetFlag(FLAGS_log_phases);
   const bool overwrite = absl::GetFlag(FLAGS_overwrite);
