@@ -49,7 +49,7 @@
 // A wrong page stops the bench with an error. The ramster client parses each
 // reply onto an arena, as the shim's client (client/peer.cc) does.
 //
-// Donor RAM per page: the server's VmRSS before and after the first fill,
+// Donor RAM per page: the server's VmRSS (less LazyFree) before and after the first fill,
 // divided by the pages stored; for ramster also NodeStatus ram_used_bytes and
 // payload_bytes per page (its own accounting), so that the overhead beyond
 // the compressed payload shows; for memcached its `stats` bytes per item.
@@ -84,6 +84,8 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <string_view>
 #include <latch>
 #include <map>
 #include <memory>
@@ -362,17 +364,31 @@ std::string UserPath(const std::string& path) {
 // ---------------------------------------------------------------------------
 // What /proc and getrusage say.
 
-uint64_t RssBytes(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+// The value of `field` (in kB) in a /proc file, in bytes; nullopt without it.
+std::optional<uint64_t> ProcKbField(const std::string& path, std::string_view field) {
+  std::ifstream in(path);
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) {
+    if (line.size() > field.size() && line.compare(0, field.size(), field) == 0 &&
+        line[field.size()] == ':') {
       uint64_t kb = 0;
-      std::istringstream(line.substr(6)) >> kb;
+      std::istringstream(line.substr(field.size() + 1)) >> kb;
       return kb * 1024;
     }
   }
-  Die(absl::StrCat("no VmRSS in /proc/", pid, "/status"));
+  return std::nullopt;
+}
+
+// The memory the process holds: VmRSS, less what it gave back lazily
+// (MADV_FREE, smaps_rollup's LazyFree: the kernel takes it whenever it
+// wants memory; ramster-server gives freed slab pages back that way, and a
+// fill that reuses them would otherwise not show in RSS at all).
+uint64_t RssBytes(pid_t pid) {
+  std::optional<uint64_t> rss = ProcKbField(absl::StrCat("/proc/", pid, "/status"), "VmRSS");
+  if (!rss.has_value()) Die(absl::StrCat("no VmRSS in /proc/", pid, "/status"));
+  const uint64_t lazy =
+      ProcKbField(absl::StrCat("/proc/", pid, "/smaps_rollup"), "LazyFree").value_or(0);
+  return *rss > lazy ? *rss - lazy : 0;
 }
 
 // User + system CPU of a process, in seconds.
