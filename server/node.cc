@@ -940,12 +940,15 @@ absl::Status Node::SetClientQuota(const std::string& name, uint64_t bytes,
 }
 
 void Node::SetMemoryLimit(uint64_t bytes, v1::SetMemoryLimitResponse* response) {
+  const bool lowered = bytes < ram_.limit();
   ram_.set_limit(bytes);
   uint64_t written = 0, dropped = 0;
   if (ram_.used() > static_cast<uint64_t>(bytes * options_.high_watermark)) {
     std::tie(written, dropped) =
         Evict(static_cast<uint64_t>(bytes * options_.low_watermark), false);
   }
+  // The host wants its memory now: what went back lazily goes at once.
+  if (lowered) slab_.ReleaseLazyPages();
   response->set_ram_limit_bytes(ram_.limit());
   response->set_ram_used_bytes(ram_.used());
   response->set_pages_written_back(written);

@@ -1,6 +1,7 @@
 #include "server/node.h"
 
 #include <cstdlib>
+#include <fstream>
 #include <random>
 #include <string>
 #include <thread>
@@ -589,6 +590,45 @@ TEST_F(NodeTest, LoweringTheMemoryLimitMovesPagesOut) {
     ASSERT_EQ(LoadPage("a", 1, kSwapPool, i, &out), absl::StatusCode::kOk);
     EXPECT_EQ(out, MakePage(i, false));
   }
+}
+
+// Bytes this process gave back lazily (MADV_FREE) that the kernel has not
+// taken yet.
+uint64_t LazyFreeBytes() {
+  std::ifstream in("/proc/self/smaps_rollup");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("LazyFree:", 0) == 0) return std::stoull(line.substr(9)) * 1024;
+  }
+  return 0;
+}
+
+TEST_F(NodeTest, LoweringTheLimitGivesBackAtOnceWhatWentBackLazily) {
+  Start(256 << 20, 64 << 20);
+  Open("a", 1);
+  // Incompressible pages: a slab page each, 32 MiB.
+  for (int i = 0; i < 8192; ++i) {
+    ASSERT_EQ(StorePage("a", 1, WirePage(kSwapPool, i, MakePage(i, false))), absl::StatusCode::kOk);
+  }
+  v1::InvalidateRequest all;
+  all.set_boot_epoch(1);
+  all.add_ranges()->set_pool(kSwapPool);
+  v1::InvalidateResponse ir;
+  ASSERT_TRUE(node_->Invalidate("a", all, &ir).ok());
+  ASSERT_EQ(ir.pages_freed(), 8192u);
+  // Freed, the pages went back lazily (a few stay in the slab's cache): the
+  // kernel, under no pressure, still has them.
+  EXPECT_GE(LazyFreeBytes(), uint64_t{16} << 20);
+  // A lowered limit wants the memory back now, though nothing is evicted.
+  v1::SetMemoryLimitResponse r;
+  node_->SetMemoryLimit(128 << 20, &r);
+  EXPECT_EQ(r.pages_written_back(), 0u);
+  EXPECT_LT(LazyFreeBytes(), uint64_t{1} << 20);
+  // And the node works on as before.
+  ASSERT_EQ(StorePage("a", 1, WirePage(kSwapPool, 1, MakePage(1, false))), absl::StatusCode::kOk);
+  std::vector<uint8_t> out;
+  ASSERT_EQ(LoadPage("a", 1, kSwapPool, 1, &out), absl::StatusCode::kOk);
+  EXPECT_EQ(out, MakePage(1, false));
 }
 
 TEST_F(NodeTest, LoweringWithNoDiskRoomReportsTheExcess) {

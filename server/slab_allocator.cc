@@ -193,6 +193,23 @@ void SlabAllocator::DropCache() {
   }
 }
 
+void SlabAllocator::ReleaseLazyPages() {
+  for (SizeClass& cls : classes_) {
+    MutexLock lock(&cls.mu);
+    if (cls.base == nullptr) continue;
+    // Below pages.size() every page was committed once; those at 0 now were
+    // given back (lazily, or already at once: then this costs nothing
+    // more). Runs of them go in one call each.
+    const uint64_t n = cls.pages.size();
+    uint64_t run = 0;
+    for (uint64_t p = 0; p <= n; ++p) {
+      if (p < n && cls.pages[p] == 0) continue;
+      if (p > run) madvise(cls.base + run * kPage, (p - run) * kPage, MADV_DONTNEED);
+      run = p + 1;
+    }
+  }
+}
+
 uint8_t* SlabAllocator::Resolve(uint64_t handle) const {
   const SizeClass& cls = classes_[handle >> 31];
   return cls.base + (handle & kMaxSlot) * cls.object_size;

@@ -27,7 +27,8 @@
 // in /proc/<pid>/smaps_rollup's LazyFree) until the kernel takes them. When
 // the node gives memory back because it must (an eviction, a lowered
 // limit, a dropped cache: set_caching(false) or DropCache), it is given at
-// once (MADV_DONTNEED).
+// once (MADV_DONTNEED); ReleaseLazyPages gives back at once what went
+// lazily before.
 //
 // A handle names an object: class index << 31 | slot (at most 40 bits).
 // Handles stay valid until Free; Resolve turns one into a pointer.
@@ -86,6 +87,9 @@ class SlabAllocator {
   uint64_t page_bytes() const;
   // Gives back the cached empty pages and their charge.
   void DropCache();
+  // Gives the kernel at once (MADV_DONTNEED) every page given back lazily
+  // so far, so that the process's RSS drops now (a lowered limit).
+  void ReleaseLazyPages();
   // While off, emptied pages are given back at once (an eviction in
   // progress must see every byte it frees).
   void set_caching(bool on) { caching_.store(on); }

@@ -141,6 +141,31 @@ TEST(SlabAllocator, PagesGivenBackLazilyAreReusedWithoutFaultsButAnEvictionGives
   EXPECT_EQ(budget.used(), 0u);
 }
 
+TEST(SlabAllocator, ReleaseLazyPagesGivesBackAtOnceWhatWentLazily) {
+  constexpr int kPages = 4 * SlabAllocator::kMaxCachedBytes / 4096;
+  constexpr int kCachePages = SlabAllocator::kMaxCachedBytes / 4096;
+  Budget budget(uint64_t{1} << 30);
+  SlabAllocator slab(&budget);
+  std::vector<uint64_t> handles;
+  ASSERT_GE(FillAndCountFaults(&slab, kPages, &handles), kPages);
+  for (uint64_t h : handles) slab.Free(h);
+  slab.ReleaseLazyPages();
+  // The cache keeps its pages (committed and charged); every other page
+  // faults in again.
+  EXPECT_GE(FillAndCountFaults(&slab, kPages, &handles), kPages - kCachePages);
+  for (int i = 0; i < kPages; ++i) {
+    ASSERT_EQ(slab.Resolve(handles[i])[0], i & 0xff);
+  }
+  // Live objects are untouched by it.
+  slab.ReleaseLazyPages();
+  for (int i = 0; i < kPages; ++i) {
+    ASSERT_EQ(slab.Resolve(handles[i])[4095], i & 0xff);
+  }
+  for (uint64_t h : handles) slab.Free(h);
+  slab.DropCache();
+  EXPECT_EQ(budget.used(), 0u);
+}
+
 TEST(SlabAllocator, ObjectsKeepTheirBytes) {
   Budget budget(64 << 20);
   SlabAllocator slab(&budget);
