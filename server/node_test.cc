@@ -618,7 +618,7 @@ TEST_F(NodeTest, LoweringTheLimitGivesBackAtOnceWhatWentBackLazily) {
   ASSERT_EQ(ir.pages_freed(), 8192u);
   // Freed, the pages went back lazily (a few stay in the slab's cache): the
   // kernel, under no pressure, still has them.
-  EXPECT_GE(LazyFreeBytes(), uint64_t{16} << 20);
+  EXPECT_GE(LazyFreeBytes(), uint64_t{8} << 20);
   // A lowered limit wants the memory back now, though nothing is evicted.
   v1::SetMemoryLimitResponse r;
   node_->SetMemoryLimit(128 << 20, &r);
