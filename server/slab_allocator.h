@@ -5,9 +5,9 @@
 // Objects may straddle page boundaries, so no page has a tail that no object
 // fills; a page is committed (charged to the Budget and faulted in) when the
 // first object touching it is allocated, and given back (uncharged) when the
-// last one touching it is freed. Free
-// slots are reused lowest first, so a class's live objects stay packed at
-// the start of its array and its high pages are the ones that empty.
+// last one touching it is freed. Free slots are reused lowest first, so a
+// class's live objects stay packed at the start of its array and its high
+// pages are the ones that empty.
 //
 // What is charged, and resident, is therefore the pages that hold objects:
 // per object its class size (3.5 bytes over its length on average) and, per
