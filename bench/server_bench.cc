@@ -49,10 +49,11 @@
 // A wrong page stops the bench with an error. The ramster client parses each
 // reply onto an arena, as the shim's client (client/peer.cc) does.
 //
-// Donor RAM per page: the server's VmRSS (less LazyFree) before and after the first fill,
-// divided by the pages stored; for ramster also NodeStatus ram_used_bytes and
-// payload_bytes per page (its own accounting), so that the overhead beyond
-// the compressed payload shows; for memcached its `stats` bytes per item.
+// Donor RAM per page: the server's VmRSS (less LazyFree) before and after the
+// first fill, divided by the pages stored; for ramster also NodeStatus
+// ram_used_bytes and payload_bytes per page (its own accounting), so that the
+// overhead beyond the compressed payload shows; for memcached its `stats`
+// bytes per item.
 //
 //   bazel build -c opt //bench:server_bench
 //   bazel-bin/bench/server_bench --json=/tmp/server_bench.json
@@ -84,15 +85,15 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
-#include <optional>
-#include <string_view>
 #include <latch>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <regex>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <vector>
