@@ -50,7 +50,9 @@
 // reply onto an arena, as the shim's client (client/peer.cc) does.
 //
 // Donor RAM per page: the server's VmRSS (less LazyFree) before and after the
-// first fill, divided by the pages stored; for ramster also NodeStatus
+// first fill (for ramster plus the empty slab pages the warm-up left cached
+// and the fill reused: NodeStatus slab_cached_bytes), divided by the pages
+// stored; for ramster also NodeStatus
 // ram_used_bytes and payload_bytes per page (its own accounting), so that the
 // overhead beyond the compressed payload shows; for memcached its `stats`
 // bytes per item.
@@ -1021,13 +1023,19 @@ struct Memory {
   Cell first_fill;
   uint64_t pages = 0;
   uint64_t rss_before = 0, rss_after = 0;
+  // ramster: empty slab pages the server kept committed from the warm-up
+  // (NodeStatus slab_cached_bytes) that the fill reused. They were resident
+  // before it, so RSS alone would not count them.
+  uint64_t cache_reused = 0;
   // ramster: NodeStatus; memcached: `stats` bytes and curr_items.
   uint64_t accounted_bytes = 0;
   uint64_t payload_bytes = 0;
   uint64_t items = 0;
 
   double RssPerPage() const {
-    return (static_cast<double>(rss_after) - static_cast<double>(rss_before)) / pages;
+    return (static_cast<double>(rss_after) - static_cast<double>(rss_before) +
+            static_cast<double>(cache_reused)) /
+           pages;
   }
   double AccountedPerPage() const { return static_cast<double>(accounted_bytes) / pages; }
   double PayloadPerPage() const { return static_cast<double>(payload_bytes) / pages; }
@@ -1166,9 +1174,11 @@ void PrintTable(const Results& r, int threads, int rounds) {
                 m.RssPerPage() - m.PayloadPerPage(),
                 m.AccountedPerPage() - m.PayloadPerPage());
   }
-  std::printf("  (bytes per page. ramster own account = NodeStatus ram_used_bytes, "
-              "payload = payload_bytes;\n   memcached own account = stats bytes "
-              "(items with headers), payload = the 4096-byte value)\n\n");
+  std::printf("  (bytes per page. RSS delta: VmRSS less LazyFree, after - before, plus for "
+              "ramster the slab pages\n   the warm-up left cached that the fill reused; "
+              "ramster own account = NodeStatus ram_used_bytes,\n   payload = payload_bytes; "
+              "memcached own account = stats bytes (items with headers),\n   payload = the "
+              "4096-byte value)\n\n");
 
   std::printf("goals:\n");
   for (int o = 0; o < kNumOps; ++o) {
@@ -1278,13 +1288,13 @@ void WriteJson(const std::string& path, const Results& r, int threads, int round
     absl::StrAppendFormat(
         &j,
         "%s\n    \"%s\": {\"pages\": %u, \"rss_before_bytes\": %u, "
-        "\"rss_after_bytes\": %u,\n      \"rss_per_page\": %.2f, "
+        "\"rss_after_bytes\": %u, \"cache_reused_bytes\": %u,\n      \"rss_per_page\": %.2f, "
         "\"accounted_bytes\": %u, \"accounted_per_page\": %.2f, "
         "\"payload_per_page\": %.2f,\n      \"rss_overhead_per_page\": %.2f, "
         "\"accounted_overhead_per_page\": %.2f, \"items\": %u,\n"
         "      \"first_fill_store\": {%s}}",
         first ? "" : ",", kSystemNames[s], m.pages, m.rss_before, m.rss_after,
-        m.RssPerPage(), m.accounted_bytes, m.AccountedPerPage(), m.PayloadPerPage(),
+        m.cache_reused, m.RssPerPage(), m.accounted_bytes, m.AccountedPerPage(), m.PayloadPerPage(),
         m.RssPerPage() - m.PayloadPerPage(), m.AccountedPerPage() - m.PayloadPerPage(),
         m.items, JsonCell(m.first_fill));
     first = false;
@@ -1574,6 +1584,7 @@ int Run(const char* argv0) {
     const System s = static_cast<System>(i);
     if (!run[s]) continue;
     Memory& mem = results.memory[s];
+    const uint64_t cached_before = s == kRamster ? ramster->Status().slab_cached_bytes() : 0;
     mem.rss_before = RssBytes(pids[s]);
     mem.first_fill.Add(phase(s, kBatched, kStore, b), b.pages());
     mem.rss_after = RssBytes(pids[s]);
@@ -1588,6 +1599,9 @@ int Run(const char* argv0) {
       }
       mem.accounted_bytes = st.ram_used_bytes();
       mem.payload_bytes = st.payload_bytes();
+      mem.cache_reused = cached_before > st.slab_cached_bytes()
+                             ? cached_before - st.slab_cached_bytes()
+                             : 0;
       mem.items = st.pages_in_ram();
     } else {
       std::map<std::string, std::string> st = mc.back()->Stats();

@@ -266,6 +266,8 @@ std::string FormatJson(const std::vector<NodeReply<v1::NodeStatus>>& nodes) {
     WriteUint(w, "pages_on_disk", s.pages_on_disk());
     WriteUint(w, "logical_bytes", s.logical_bytes());
     WriteUint(w, "payload_bytes", s.payload_bytes());
+    WriteUint(w, "index_bytes", s.index_bytes());
+    WriteUint(w, "slab_cached_bytes", s.slab_cached_bytes());
     w.Key("compression_ratio");
     w.Double(s.compression_ratio());
     WriteUint(w, "uptime_ms", s.uptime_ms());

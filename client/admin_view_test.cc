@@ -28,6 +28,8 @@ v1::NodeStatus UpNode() {
   s.set_pages_on_disk(2);
   s.set_logical_bytes(25174016);
   s.set_payload_bytes(10069606);
+  s.set_index_bytes(24576);
+  s.set_slab_cached_bytes(8192);
   s.set_compression_ratio(2.5);
   s.set_uptime_ms(3600000);
   v1::OpCounters* ops = s.mutable_ops();
@@ -120,6 +122,8 @@ TEST(StatusJsonTest, ExactDocumentWithEscapingAndADownNode) {
       "pages_on_disk": 2,
       "logical_bytes": 25174016,
       "payload_bytes": 10069606,
+      "index_bytes": 24576,
+      "slab_cached_bytes": 8192,
       "compression_ratio": 2.5,
       "uptime_ms": 3600000,
       "ops": {

@@ -903,6 +903,7 @@ void Node::GetStatus(v1::NodeStatus* st) {
   st->set_logical_bytes(pages * kPageSize);
   st->set_payload_bytes(payload);
   st->set_index_bytes(index_bytes_.load());
+  st->set_slab_cached_bytes(slab_.cached_bytes());
   st->set_compression_ratio(payload == 0 ? 0.0
                                          : static_cast<double>(pages * kPageSize) / payload);
   st->set_draining(draining_.load());

@@ -616,6 +616,12 @@ TEST_F(NodeTest, LoweringTheLimitGivesBackAtOnceWhatWentBackLazily) {
   v1::InvalidateResponse ir;
   ASSERT_TRUE(node_->Invalidate("a", all, &ir).ok());
   ASSERT_EQ(ir.pages_freed(), 8192u);
+  // The empty pages the slab keeps for the next stores are reported (and
+  // still charged).
+  const v1::NodeStatus st = Status();
+  EXPECT_GT(st.slab_cached_bytes(), 0u);
+  EXPECT_LE(st.slab_cached_bytes(), SlabAllocator::kMaxCachedBytes);
+  EXPECT_LE(st.slab_cached_bytes(), st.ram_used_bytes());
   // Freed, the pages went back lazily (a few stay in the slab's cache): the
   // kernel, under no pressure, still has them.
   EXPECT_GE(LazyFreeBytes(), uint64_t{8} << 20);

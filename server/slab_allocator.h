@@ -93,6 +93,8 @@ class SlabAllocator {
   // While off, emptied pages are given back at once (an eviction in
   // progress must see every byte it frees).
   void set_caching(bool on) { caching_.store(on); }
+  // Bytes of the empty pages kept committed in the cache.
+  uint64_t cached_bytes() const { return cached_bytes_.load(std::memory_order_relaxed); }
   // Bytes of live objects (class sizes), for fragmentation figures.
   uint64_t object_bytes() const;
 
