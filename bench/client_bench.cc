@@ -27,6 +27,7 @@
 #include "client/cluster_tier.h"
 #include "client/local_file_tier.h"
 #include "client/tier_stack.h"
+#include "common/proc_status.h"
 #include "tests/server_process.h"
 
 ABSL_FLAG(int, servers, 3, "local ramster-servers to start");
@@ -200,14 +201,7 @@ int Run() {
   }
   // What the slot map costs on a realistic device: 64 GiB = 16 Mi slots,
   // measured as the RSS it adds.
-  auto rss = [] {
-    std::ifstream in("/proc/self/status");
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) * 1024;
-    }
-    return 0.0;
-  };
+  auto rss = [] { return static_cast<double>(RssBytes()); };
   double before = rss();
   double big_per_slot;
   {

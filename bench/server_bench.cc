@@ -90,12 +90,10 @@
 #include <latch>
 #include <map>
 #include <memory>
-#include <optional>
 #include <random>
 #include <regex>
 #include <sstream>
 #include <string>
-#include <string_view>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -113,6 +111,7 @@
 #include "bench/page_corpus.h"
 #include "common/client_identity.h"
 #include "common/page_codec.h"
+#include "common/proc_status.h"
 #include "ramster/v1/admin.grpc.pb.h"
 #include "ramster/v1/page_store.grpc.pb.h"
 
@@ -367,31 +366,15 @@ std::string UserPath(const std::string& path) {
 // ---------------------------------------------------------------------------
 // What /proc and getrusage say.
 
-// The value of `field` (in kB) in a /proc file, in bytes; nullopt without it.
-std::optional<uint64_t> ProcKbField(const std::string& path, std::string_view field) {
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.size() > field.size() && line.compare(0, field.size(), field) == 0 &&
-        line[field.size()] == ':') {
-      uint64_t kb = 0;
-      std::istringstream(line.substr(field.size() + 1)) >> kb;
-      return kb * 1024;
-    }
-  }
-  return std::nullopt;
-}
-
 // The memory the process holds: VmRSS, less what it gave back lazily
 // (MADV_FREE, smaps_rollup's LazyFree: the kernel takes it whenever it
 // wants memory; ramster-server gives freed slab pages back that way, and a
 // fill that reuses them would otherwise not show in RSS at all).
-uint64_t RssBytes(pid_t pid) {
-  std::optional<uint64_t> rss = ProcKbField(absl::StrCat("/proc/", pid, "/status"), "VmRSS");
-  if (!rss.has_value()) Die(absl::StrCat("no VmRSS in /proc/", pid, "/status"));
-  const uint64_t lazy =
-      ProcKbField(absl::StrCat("/proc/", pid, "/smaps_rollup"), "LazyFree").value_or(0);
-  return *rss > lazy ? *rss - lazy : 0;
+uint64_t HeldBytes(pid_t pid) {
+  const uint64_t rss = RssBytes(pid);
+  if (rss == 0) Die(absl::StrCat("no VmRSS in /proc/", pid, "/status"));
+  const uint64_t lazy = LazyFreeBytes(pid);
+  return rss > lazy ? rss - lazy : 0;
 }
 
 // User + system CPU of a process, in seconds.
@@ -1585,9 +1568,9 @@ int Run(const char* argv0) {
     if (!run[s]) continue;
     Memory& mem = results.memory[s];
     const uint64_t cached_before = s == kRamster ? ramster->Status().slab_cached_bytes() : 0;
-    mem.rss_before = RssBytes(pids[s]);
+    mem.rss_before = HeldBytes(pids[s]);
     mem.first_fill.Add(phase(s, kBatched, kStore, b), b.pages());
-    mem.rss_after = RssBytes(pids[s]);
+    mem.rss_after = HeldBytes(pids[s]);
     mem.pages = b.pages();
     mem.measured = true;
     if (s == kRamster) {

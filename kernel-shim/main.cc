@@ -36,6 +36,7 @@
 #include "client/tier_stack.h"
 #include "common/byte_size.h"
 #include "common/flags.h"
+#include "common/proc_status.h"
 #include "kernel-shim/nbd_server.h"
 #include "kernel-shim/shim_admin.h"
 #include "kernel-shim/tier_stack_device.h"
@@ -110,7 +111,7 @@ std::string StatsJson(TierStack* stack, ClusterTier* cluster, const NbdServer& n
       st.invalidates, ", \"same_filled\": ", st.same_filled, ", \"zero_loads\": ",
       st.zero_loads, ", \"backups\": ", st.backups, ", \"not_durable\": ", st.not_durable,
       ", \"load_fallbacks\": ", st.load_fallbacks, ", \"load_failures\": ", st.load_failures,
-      ", \"slots_filled\": ", st.slots_filled, ", \"rss_bytes\": ", ProcessRssBytes(),
+      ", \"slots_filled\": ", st.slots_filled, ", \"rss_bytes\": ", RssBytes(),
       ", \"slot_map_bytes_per_slot\": ", stack->slot_map()->BytesPerSlot(), ", \"tiers\": [");
   for (size_t i = 0; i < stack->tier_count(); ++i) {
     absl::StrAppend(&j, i ? ", " : "", "{\"name\": \"", std::string(stack->tier(i)->name()),
@@ -294,7 +295,7 @@ int Run() {
           "write-behind %s, RSS %s\n",
           where.c_str(), admin_where.c_str(), FormatBytes(size).c_str(), peers.size(), replicas,
           local_swap.c_str(), staging > 0 ? FormatBytes(staging).c_str() : "off",
-          FormatBytes(ProcessRssBytes()).c_str());
+          FormatBytes(RssBytes()).c_str());
   fflush(stderr);
 
   // Figures for the demo and tests, once a second.

@@ -1,8 +1,7 @@
 #include "kernel-shim/shim_admin.h"
 
-#include <fstream>
-
 #include "absl/time/clock.h"
+#include "common/proc_status.h"
 
 namespace ramster {
 namespace {
@@ -20,15 +19,6 @@ grpc::Status NotAServer(const char* what) {
 
 }  // namespace
 
-uint64_t ProcessRssBytes() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
-  }
-  return 0;
-}
-
 void ShimAdminService::Fill(TierStack* stack, const Identity& id, v1::NodeStatus* st) {
   TierStack::Stats s = stack->stats();
   uint64_t in_memory = s.slots_filled, in_file = 0;
@@ -38,7 +28,7 @@ void ShimAdminService::Fill(TierStack* stack, const Identity& id, v1::NodeStatus
   st->set_node_id("shim:" + id.client_id);
   st->set_address(id.address);
   st->set_ram_limit_bytes(id.memory_budget);
-  st->set_ram_used_bytes(ProcessRssBytes());
+  st->set_ram_used_bytes(RssBytes());
   st->set_disk_limit_bytes(stack->slots() * kPageSize);
   st->set_disk_used_bytes(in_file * kPageSize);
   st->set_pages_in_ram(in_memory);

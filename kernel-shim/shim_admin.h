@@ -58,9 +58,6 @@ class ShimAdminService final : public v1::Admin::CallbackService {
   Identity identity_;  // guarded by mu_
 };
 
-// Resident memory of this process.
-uint64_t ProcessRssBytes();
-
 }  // namespace ramster
 
 #endif  // RAMSTER_KERNEL_SHIM_SHIM_ADMIN_H_
