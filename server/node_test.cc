@@ -1,13 +1,13 @@
 #include "server/node.h"
 
 #include <cstdlib>
-#include <fstream>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "common/page_codec.h"
+#include "common/proc_status.h"
 #include "gtest/gtest.h"
 
 namespace ramster {
@@ -118,6 +118,17 @@ class NodeTest : public ::testing::Test {
     return absl::StatusCode::kOk;
   }
 
+  // Invalidates the client's whole pool; returns the pages freed (or -1 when
+  // the request failed as a whole).
+  int64_t InvalidatePool(const std::string& client, uint64_t epoch, uint32_t pool) {
+    v1::InvalidateRequest req;
+    req.set_boot_epoch(epoch);
+    req.add_ranges()->set_pool(pool);
+    v1::InvalidateResponse resp;
+    if (!node_->Invalidate(client, req, &resp).ok()) return -1;
+    return static_cast<int64_t>(resp.pages_freed());
+  }
+
   v1::NodeStatus Status() {
     v1::NodeStatus st;
     node_->GetStatus(&st);
@@ -177,12 +188,7 @@ TEST_F(NodeTest, ClientsCannotSeeEachOthersPages) {
   ASSERT_EQ(LoadPage("b", 1, kSwapPool, 7, &out), absl::StatusCode::kOk);
   EXPECT_EQ(out, pb);
   // b invalidating "its" page 7 leaves a's alone.
-  v1::InvalidateRequest inv;
-  inv.set_boot_epoch(1);
-  inv.add_ranges()->set_pool(kSwapPool);
-  v1::InvalidateResponse ir;
-  ASSERT_TRUE(node_->Invalidate("b", inv, &ir).ok());
-  EXPECT_EQ(ir.pages_freed(), 1u);
+  EXPECT_EQ(InvalidatePool("b", 1, kSwapPool), 1);
   EXPECT_EQ(LoadPage("b", 1, kSwapPool, 7, &out), absl::StatusCode::kNotFound);
   ASSERT_EQ(LoadPage("a", 1, kSwapPool, 7, &out), absl::StatusCode::kOk);
   EXPECT_EQ(out, pa);
@@ -471,11 +477,7 @@ TEST_F(NodeTest, RangeInvalidation) {
   EXPECT_EQ(lresp.results(1).status().code(), static_cast<int>(absl::StatusCode::kNotFound));
   EXPECT_EQ(lresp.results(2).status().code(), static_cast<int>(absl::StatusCode::kNotFound));
   // The whole pool.
-  v1::InvalidateRequest all;
-  all.set_boot_epoch(1);
-  all.add_ranges()->set_pool(kSwapPool);
-  ASSERT_TRUE(node_->Invalidate("a", all, &ir).ok());
-  EXPECT_EQ(ir.pages_freed(), 399u);
+  EXPECT_EQ(InvalidatePool("a", 1, kSwapPool), 399);
   st = Status();
   EXPECT_EQ(st.pages_in_ram() + st.pages_on_disk(), 0u);
   EXPECT_EQ(st.disk_used_bytes(), 0u);
@@ -592,17 +594,6 @@ TEST_F(NodeTest, LoweringTheMemoryLimitMovesPagesOut) {
   }
 }
 
-// Bytes this process gave back lazily (MADV_FREE) that the kernel has not
-// taken yet.
-uint64_t LazyFreeBytes() {
-  std::ifstream in("/proc/self/smaps_rollup");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("LazyFree:", 0) == 0) return std::stoull(line.substr(9)) * 1024;
-  }
-  return 0;
-}
-
 TEST_F(NodeTest, LoweringTheLimitGivesBackAtOnceWhatWentBackLazily) {
   Start(256 << 20, 64 << 20);
   Open("a", 1);
@@ -610,12 +601,7 @@ TEST_F(NodeTest, LoweringTheLimitGivesBackAtOnceWhatWentBackLazily) {
   for (int i = 0; i < 8192; ++i) {
     ASSERT_EQ(StorePage("a", 1, WirePage(kSwapPool, i, MakePage(i, false))), absl::StatusCode::kOk);
   }
-  v1::InvalidateRequest all;
-  all.set_boot_epoch(1);
-  all.add_ranges()->set_pool(kSwapPool);
-  v1::InvalidateResponse ir;
-  ASSERT_TRUE(node_->Invalidate("a", all, &ir).ok());
-  ASSERT_EQ(ir.pages_freed(), 8192u);
+  ASSERT_EQ(InvalidatePool("a", 1, kSwapPool), 8192);
   // The empty pages the slab keeps for the next stores are reported (and
   // still charged).
   const v1::NodeStatus st = Status();
