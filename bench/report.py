@@ -303,6 +303,7 @@ def blockdev():
                 if t != "nbdkit-memory" and qd == 32:
                     summary.append(("3 blockdev", f"QD32 {rw} IOPS, {t}", fs(iops),
                                     "nbdkit " + fs(stat([b["iops"] for b in base if b])), fs(ri) + "x", ">= 0.7x", verdict(ri, 0.7)))
+    onecpu(runs)
     if plt:
         fig, axs = plt.subplots(1, 2, figsize=(10, 4))
         for ax, rw in zip(axs, ("randread", "randwrite")):
@@ -336,6 +337,36 @@ def blockdev():
             ax.set_title(f"{rw} latency distribution (median run)")
             ax.legend(fontsize=7)
         md.append(f"\n![blockdev latency]({savefig(fig, 'blockdev_latency.png')})\n")
+
+
+def onecpu(runs):
+    """QD1 randread with fio and the target's processes on one CPU (blockdev_onecpu-*.json)."""
+    figs = {}
+    for path in glob.glob(os.path.join(RAW, "blockdev_onecpu-*-randread-qd1-run*.json")):
+        m = re.match(r"blockdev_onecpu-(.+)-randread-qd1-run(\d+)\.json", os.path.basename(path))
+        if m:
+            figs[(m.group(1), int(m.group(2)))] = fio_fig(path)
+    if not figs:
+        return
+    md.append("\n**QD1 randread with everything on one CPU.** fio and every process of the target "
+              "(nbdkit; the shim and its 3 servers) pinned to the same CPU, so that each hop between them is a "
+              "context switch there instead of a wakeup of the other, idle CPU (see the wakeup probe in the machine "
+              "section). The p50 difference is what ramster's own path (shim -> server -> shim) adds to a read.\n")
+    md.append("| target | p50 us, one CPU | p50 us, unpinned (above) | p50 / nbdkit, one CPU | ramster - nbdkit p50 us, one CPU |")
+    md.append("|---|---|---|---|---|")
+    rs = sorted({r for _, r in figs})
+    base = [figs.get(("nbdkit-memory", r)) for r in rs]
+    for t in ("nbdkit-memory", "ramster-r1"):
+        fl = [figs.get((t, r)) for r in rs]
+        p50 = stat([f["p50"] for f in fl if f])
+        unp = stat([f["p50"] for f in (fio_fig(os.path.join(RAW, f"blockdev-{t}-randread-qd1-run{r}.json")) for r in runs) if f])
+        ratio = stat([f["p50"] / b["p50"] for f, b in zip(fl, base) if f and b and b["p50"]])
+        diff = stat([f["p50"] - b["p50"] for f, b in zip(fl, base) if f and b])
+        mine = t != "nbdkit-memory"
+        md.append(f"| {t} | {fs(p50)} | {fs(unp)} | {fs(ratio) + 'x' if mine else '-'} | {fs(diff) if mine else '-'} |")
+        if mine:
+            summary.append(("3 blockdev", f"QD1 randread p50 us, {t}, all on one CPU", fs(p50),
+                            "nbdkit " + fs(stat([b["p50"] for b in base if b])), fs(ratio) + "x", "-", "-"))
 
 
 # ---------------------------------------------------------------- 4/5. swap + memory
@@ -574,6 +605,19 @@ blockdev()
 swap()
 scale()
 
+def wakeup_line():
+    w = load(os.path.join(RAW, "wakeup.json"))
+    if not w:
+        return "- Wakeup cost: not measured (bench/wakeup_probe did not run or failed)."
+    def us(k):
+        return f"{w[k]:.1f} us" if k in w else "n/a"
+    return ("- Wakeup cost (bench/wakeup_probe: two threads passing a byte over pipes, median of "
+            f"{w.get('rounds')} x {w.get('round_trips')} round trips, two wakeups each): {us('same_cpu_us')} per round trip "
+            f"with both threads on one CPU, {us('other_cpu_us')} on two CPUs, {us('unpinned_us')} where the scheduler puts them. "
+            "Every hop between processes pays about half a round trip: the swap path's hops (kernel, nbdfuse, shim, server) "
+            "and fio's to the NBD server.")
+
+
 # ---------------------------------------------------------------- assemble
 h = meta.get("host", {})
 v = meta.get("versions", {})
@@ -587,6 +631,7 @@ head = [f"# ramster benchmark report ({meta.get('mode', '?')} mode, {meta.get('d
         "Other people were using the machine at the same time; every ratio compares figures measured back to back.",
         f"- ramster commit {rm.get('commit')} ({rm.get('dirty_files')} files modified in the work tree), {rm.get('build')}.",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
+        wakeup_line(),
         f"- Runs per figure: {RUNS}; total bench time {end.get('total_seconds', '?')} s.",
         "- `swapon --show` at start: " + (("`" + meta.get("swapon_show_start").replace("\n", "; ") + "`") if meta.get("swapon_show_start") else "no swap devices") + ".",
         "\n## Summary\n"]

@@ -118,11 +118,16 @@ PYEOF
 source "$ROOT/bench/suites/lib.sh"
 
 log "bench ($MODE, $RUNS run(s) per figure) -> ${OUT#$ROOT/}"
-for b in "$SERVER" "$SHIM" "$CTL" "$WORKLOAD" "$BIN/bench/codec_bench" "$BIN/bench/server_bench" "$BIN/bench/client_bench"; do
+for b in "$SERVER" "$SHIM" "$CTL" "$WORKLOAD" "$BIN/bench/codec_bench" "$BIN/bench/server_bench" "$BIN/bench/client_bench" \
+         "$BIN/bench/wakeup_probe"; do
   [ -x "$b" ] || { echo "bench: missing $b (run ./ramster build)" >&2; exit 1; }
 done
 meta
 START_ALL=$(date +%s)
+# What a wakeup costs here: every hop between processes in the suites pays it.
+if [ $QUICK = 1 ]; then probe_size=(--rounds=3 --round_trips=5000); else probe_size=(--rounds=5 --round_trips=20000); fi
+run "$BIN/bench/wakeup_probe" "${probe_size[@]}" --json="$RAW/wakeup.json" 2>/dev/null ||
+  note "wakeup_probe failed: no wakeup figures in the machine section"
 : >"$RAW/status.tsv"
 IFS=',' read -r -a SUITE_LIST <<<"$SUITES"
 for s in "${SUITE_LIST[@]}"; do

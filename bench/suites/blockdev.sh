@@ -5,6 +5,13 @@
 # jobs are interleaved (run, pattern, depth, target), so each ratio compares
 # figures measured back to back. The region is prefilled first so that reads
 # hit stored pages; data is 50% compressible (fio buffer_compress_percentage).
+#
+# Then QD1 randread once more against nbdkit and ramster-r1 with fio and every
+# process of the target (nbdkit; the shim and its servers) on one CPU
+# (blockdev_onecpu-*.json). There every hop between them is a context switch
+# on that CPU rather than a wakeup of another, idle one (see the wakeup probe
+# in the report's machine section), so the difference between the two is
+# what ramster's own path (shim -> server -> shim) costs a read.
 suite_blockdev() {
   command -v fio >/dev/null || { SUITE_REASON="fio not installed"; return 77; }
   command -v nbdkit >/dev/null || { SUITE_REASON="nbdkit not installed"; return 77; }
@@ -15,6 +22,7 @@ suite_blockdev() {
   peers=$(peers_of $base 3)
   start_cluster "$WORK/bd-cluster" 3 $base --memory-limit=1G || { SUITE_REASON="cluster did not start"; return 1; }
   start_shim bd-r1 "$peers" 1 || { SUITE_REASON="shim (replicas 1) did not start"; return 1; }
+  local r1_pid=$SHIM_PID
   start_shim bd-r2 "$peers" 2 || { SUITE_REASON="shim (replicas 2) did not start"; return 1; }
   start_nbdkit bd-nbdkit || { SUITE_REASON="nbdkit did not start"; return 1; }
   declare -A URI=(
@@ -43,6 +51,23 @@ suite_blockdev() {
       done
     done
   done
+  local cpu
+  if [ "$(nproc)" -ge 2 ]; then
+    cpu=$(taskset -c -p $$ | sed 's/.*: //; s/.*[,-]//')  # the last CPU the bench may use
+    declare -A PIDS=([nbdkit-memory]="$NBDKIT_PID" [ramster-r1]="$r1_pid $(cat "$WORK"/bd-cluster/node*.pid)")
+    for r in $(seq "$RUNS"); do
+      for t in nbdkit-memory ramster-r1; do
+        pin_pids "$cpu" ${PIDS[$t]}
+        run taskset -c "$cpu" fio --name=onecpu-randread-qd1-$t "${common[@]}" --uri="${URI[$t]}" --rw=randread \
+          --iodepth=1 --time_based --runtime=$runtime --ramp_time=$ramp \
+          --output="$RAW/blockdev_onecpu-$t-randread-qd1-run$r.json" >/dev/null 2>"$RAW/blockdev_onecpu-$t-run$r.err" ||
+          { fails=$((fails + 1)); note "fio on one CPU against $t run $r failed: $(tail -1 "$RAW/blockdev_onecpu-$t-run$r.err")"; }
+        unpin_pids ${PIDS[$t]}
+      done
+    done
+  else
+    note "one CPU only: no one-CPU QD1 runs (they would be the runs above)"
+  fi
   cp "$WORK/bd-r1.stats.json" "$RAW/blockdev-shim-r1.stats.json" 2>/dev/null
   cp "$WORK/bd-r2.stats.json" "$RAW/blockdev-shim-r2.stats.json" 2>/dev/null
   [ $fails -eq 0 ] || { SUITE_REASON="$fails fio runs failed"; return 1; }

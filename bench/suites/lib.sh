@@ -48,6 +48,15 @@ start_nbdkit() {
   return 1
 }
 
+# pin_pids CPULIST PID...: every thread of each PID may run only on CPULIST;
+# unpin_pids PID...: on the CPUs the bench itself may use, again.
+pin_pids() {
+  local cpus="$1" p
+  shift
+  for p in "$@"; do run taskset -a -p -c "$cpus" "$p" >/dev/null; done
+}
+unpin_pids() { pin_pids "$(taskset -c -p $$ | sed 's/.*: //')" "$@"; }
+
 rss_of() { awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # Bytes of the process's RSS that it gave back lazily (MADV_FREE): the kernel
 # takes them whenever it wants memory, and they count in RSS until it does.
