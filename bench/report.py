@@ -219,15 +219,15 @@ def store():
         m = mem["ramster"]
         md.append(f"\nDonor RAM after the first fill of {m['pages']} pages: ramster RSS delta {m['rss_per_page']:.0f} B/page, "
                   f"own account (ram_used_bytes) {m['accounted_per_page']:.0f} B/page, compressed payload "
-                  f"{m['payload_per_page']:.0f} B/page (overhead: RSS {m['rss_overhead_per_page']:.0f} B, account "
-                  f"{m['accounted_overhead_per_page']:.0f} B).")
+                  f"{m['payload_per_page']:.0f} B/page (overhead: RSS {m['rss_overhead_per_page']:.1f} B, account "
+                  f"{m['accounted_overhead_per_page']:.1f} B).")
         if "memcached" in mem:
             mc = mem["memcached"]
             md.append(f" memcached: RSS delta {mc['rss_per_page']:.0f} B/page, stats bytes {mc['accounted_per_page']:.0f} B/page.")
         md.append("\n")
-        summary.append(("2 store", "donor RAM per page (RSS delta) - compressed size", f"{m['rss_overhead_per_page']:.0f} B",
+        summary.append(("2 store", "donor RAM per page (RSS delta) - compressed size", f"{m['rss_overhead_per_page']:.1f} B",
                         f"payload {m['payload_per_page']:.0f} B", "-", "<= 32 B", "met" if m["rss_overhead_per_page"] <= 32 else "**not met**"))
-        summary.append(("2 store", "donor RAM per page (ram_used_bytes) - compressed size", f"{m['accounted_overhead_per_page']:.0f} B",
+        summary.append(("2 store", "donor RAM per page (ram_used_bytes) - compressed size", f"{m['accounted_overhead_per_page']:.1f} B",
                         f"payload {m['payload_per_page']:.0f} B", "-", "<= 32 B", "met" if m["accounted_overhead_per_page"] <= 32 else "**not met**"))
     if plt:
         fig, axs = plt.subplots(1, 2, figsize=(10, 4))
