@@ -73,6 +73,8 @@ double Round(int cpu_a, int cpu_b, int round_trips) {
     for (int i = 0; i < p->round_trips; ++i) {
       if (read(p->in, &c, 1) != 1 || write(p->out, &c, 1) != 1) {
         p->ok = false;
+        close(p->out);  // the caller's read ends
+        p->out = -1;
         break;
       }
     }
@@ -88,13 +90,19 @@ double Round(int cpu_a, int cpu_b, int round_trips) {
       ok = write(ping[1], &c, 1) == 1 && read(pong[0], &c, 1) == 1;
     }
     const auto end = std::chrono::steady_clock::now();
-    if (!ok) close(ping[1]);  // the peer's read ends
+    if (!ok) {  // the peer's read ends
+      close(ping[1]);
+      ping[1] = -1;
+    }
     pthread_join(thread, nullptr);
+    pong[1] = peer.out;
     if (ok && peer.ok) {
       us = std::chrono::duration<double, std::micro>(end - start).count() / round_trips;
     }
   }
-  for (int fd : {ping[0], ping[1], pong[0], pong[1]}) close(fd);
+  for (int fd : {ping[0], ping[1], pong[0], pong[1]}) {
+    if (fd >= 0) close(fd);
+  }
   cpu_set_t all;
   CPU_ZERO(&all);
   for (int i = 0; i < CPU_SETSIZE; ++i) CPU_SET(i, &all);
