@@ -303,7 +303,7 @@ def blockdev():
                 if t != "nbdkit-memory" and qd == 32:
                     summary.append(("3 blockdev", f"QD32 {rw} IOPS, {t}", fs(iops),
                                     "nbdkit " + fs(stat([b["iops"] for b in base if b])), fs(ri) + "x", ">= 0.7x", verdict(ri, 0.7)))
-    onecpu(runs)
+    onecpu(figs, runs)
     if plt:
         fig, axs = plt.subplots(1, 2, figsize=(10, 4))
         for ax, rw in zip(axs, ("randread", "randwrite")):
@@ -339,8 +339,9 @@ def blockdev():
         md.append(f"\n![blockdev latency]({savefig(fig, 'blockdev_latency.png')})\n")
 
 
-def onecpu(runs):
-    """QD1 randread with fio and the target's processes on one CPU (blockdev_onecpu-*.json)."""
+def onecpu(unpinned, runs):
+    """QD1 randread with fio and the target's processes on one CPU (blockdev_onecpu-*.json),
+    beside the unpinned figures of blockdev()."""
     figs = {}
     for path in glob.glob(os.path.join(RAW, "blockdev_onecpu-*-randread-qd1-run*.json")):
         m = re.match(r"blockdev_onecpu-(.+)-randread-qd1-run(\d+)\.json", os.path.basename(path))
@@ -359,7 +360,7 @@ def onecpu(runs):
     for t in ("nbdkit-memory", "ramster-r1"):
         fl = [figs.get((t, r)) for r in rs]
         p50 = stat([f["p50"] for f in fl if f])
-        unp = stat([f["p50"] for f in (fio_fig(os.path.join(RAW, f"blockdev-{t}-randread-qd1-run{r}.json")) for r in runs) if f])
+        unp = stat([f["p50"] for f in (unpinned.get((t, "randread", 1, r)) for r in runs) if f])
         ratio = stat([f["p50"] / b["p50"] for f, b in zip(fl, base) if f and b and b["p50"]])
         diff = stat([f["p50"] - b["p50"] for f, b in zip(fl, base) if f and b])
         mine = t != "nbdkit-memory"

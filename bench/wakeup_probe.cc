@@ -81,7 +81,9 @@ double Round(int cpu_a, int cpu_b, int round_trips) {
     return nullptr;
   };
   double us = -1;
-  const bool pinned = PinTo(cpu_a);
+  cpu_set_t own;  // the caller's CPUs, given back at the end
+  const bool saved = pthread_getaffinity_np(pthread_self(), sizeof(own), &own) == 0;
+  const bool pinned = saved && PinTo(cpu_a);
   if (pthread_create(&thread, nullptr, body, &peer) == 0) {
     char c = 'x';
     bool ok = pinned;
@@ -103,10 +105,7 @@ double Round(int cpu_a, int cpu_b, int round_trips) {
   for (int fd : {ping[0], ping[1], pong[0], pong[1]}) {
     if (fd >= 0) close(fd);
   }
-  cpu_set_t all;
-  CPU_ZERO(&all);
-  for (int i = 0; i < CPU_SETSIZE; ++i) CPU_SET(i, &all);
-  pthread_setaffinity_np(pthread_self(), sizeof(all), &all);
+  if (saved) pthread_setaffinity_np(pthread_self(), sizeof(own), &own);
   return us;
 }
 
