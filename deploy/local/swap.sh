@@ -49,7 +49,12 @@ up() {
   else
     local mnt="$STATE/fuse"
     mkdir -p "$mnt"
-    nbdfuse -P "$STATE/nbdfuse.pid" "$mnt/swap" --unix "$SOCKET" </dev/null >/dev/null 2>"$STATE/nbdfuse.log" &
+    # One NBD connection, as nbd-client -swap uses (nbdfuse would open four
+    # to a server that allows it). A shim's connection reader polls for its
+    # next request; spread over four connections, a swap-in mostly lands on
+    # a reader that is asleep and pays for waking it (measured: ramster-r1
+    # swap workload 27.3 -> 23.1 s; nbdkit on the same chain 19.4 -> 19.7 s).
+    nbdfuse --connections 1 -P "$STATE/nbdfuse.pid" "$mnt/swap" --unix "$SOCKET" </dev/null >/dev/null 2>"$STATE/nbdfuse.log" &
     # nbdfuse forks its FUSE loop; wait for the file to appear.
     for _ in $(seq 100); do [ -e "$mnt/swap" ] && break; sleep 0.05; done
     [ -e "$mnt/swap" ] || { echo "swap.sh: nbdfuse did not mount $mnt" >&2; exit 1; }
