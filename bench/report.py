@@ -386,7 +386,9 @@ def swap():
     md.append(f"Working set {cfg.get('mib')} MiB, cgroup v1 memory limit {cfg.get('limit_mib')} MiB "
               f"(none for `ram`), {cfg.get('passes')} passes x {cfg.get('ops')} ops, swappiness 100; "
               "one swap device at a time at priority 32767, backends round-robin within each run. "
-              "Time is the workload's own (fill + passes + verify). Ratios per run against nbdkit-via-nbdfuse.\n")
+              "Time is the workload's own (fill + passes + verify). nbdkit and the shims are attached the same way "
+              "(deploy/local/swap.sh: nbdfuse over one NBD connection, then a loop device). "
+              "Ratios per run against nbdkit-via-nbdfuse.\n")
     foreign = [n for n in notes if "other swap devices" in n]
     md.append(("Other (foreign) swap devices were active during some backends: " + "; ".join(foreign) + "\n")
               if foreign else "`swapon --show` showed no other swap devices before any backend (checked before each; raw/swap-*.swapon-before).\n")

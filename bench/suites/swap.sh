@@ -4,7 +4,8 @@
 #   ram         no cgroup limit (nothing swaps)
 #   loop-file   loop device (direct I/O) over a file on the local disk
 #   zram-lz4    a zram device, comp_algorithm lz4
-#   nbdkit      `nbdkit memory` through nbdfuse -> loop (deploy/local/swap.sh)
+#   nbdkit      `nbdkit memory` through nbdfuse (one NBD connection) -> loop
+#               (deploy/local/swap.sh)
 #   ramster-local  ramster-shim with no peers (its local swap file only),
 #               same chain: the shim's own path, without a server round trip
 #   ramster-r1  ramster-shim, 3 local servers, replicas 1, same chain
