@@ -52,10 +52,9 @@
 // Donor RAM per page: the server's VmRSS (less LazyFree) before and after the
 // first fill (for ramster plus the empty slab pages the warm-up left cached
 // and the fill reused: NodeStatus slab_cached_bytes), divided by the pages
-// stored; for ramster also NodeStatus
-// ram_used_bytes and payload_bytes per page (its own accounting), so that the
-// overhead beyond the compressed payload shows; for memcached its `stats`
-// bytes per item.
+// stored; for ramster also NodeStatus ram_used_bytes and payload_bytes per
+// page (its own accounting), so that the overhead beyond the compressed
+// payload shows; for memcached its `stats` bytes per item.
 //
 //   bazel build -c opt //bench:server_bench
 //   bazel-bin/bench/server_bench --json=/tmp/server_bench.json
