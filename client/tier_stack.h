@@ -35,6 +35,19 @@
 
 namespace ramster {
 
+// GCC says so with __SANITIZE_THREAD__, Clang with __has_feature.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool kUnderThreadSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+inline constexpr bool kUnderThreadSanitizer = true;
+#else
+inline constexpr bool kUnderThreadSanitizer = false;
+#endif
+#else
+inline constexpr bool kUnderThreadSanitizer = false;
+#endif
+
 class TierStack {
  public:
   struct Stats {
@@ -105,11 +118,7 @@ class TierStack {
   // replicas 97k-104k -> 123k-131k IOPS, 1 replica 118k-129k -> 127k-132k;
   // with 64, 118k-120k at 2 replicas. ThreadSanitizer's deadlock detector
   // lets a thread hold at most 64 mutexes, so TSan builds keep 32.
-#if defined(__SANITIZE_THREAD__)
-  static constexpr uint64_t kBatchPages = 32;
-#else
-  static constexpr uint64_t kBatchPages = 128;
-#endif
+  static constexpr uint64_t kBatchPages = kUnderThreadSanitizer ? 32 : 128;
 
   PageKey Key(uint64_t slot) const { return PageKey{pool_, 0, slot}; }
   // One batch under one set of stripe locks: sets each page's status.
