@@ -35,7 +35,8 @@
 
 namespace ramster {
 
-// GCC says so with __SANITIZE_THREAD__, Clang with __has_feature.
+// Whether this is a ThreadSanitizer build: GCC defines __SANITIZE_THREAD__,
+// Clang answers __has_feature(thread_sanitizer).
 #if defined(__SANITIZE_THREAD__)
 inline constexpr bool kUnderThreadSanitizer = true;
 #elif defined(__has_feature)
