@@ -66,6 +66,9 @@ ABSL_FLAG(bool, nbd_inline_reads, ramster::NbdServerOptions().inline_read_bursts
 ABSL_FLAG(ramster::ByteSize, nbd_batch,
           ramster::ByteSize(ramster::NbdServerOptions().max_batch_bytes),
           "most bytes of waiting READs or WRITEs run as one batch (one request per peer)");
+ABSL_FLAG(absl::Duration, nbd_read_gather, absl::Microseconds(60),
+          "after a burst of 8+ reads ran on a connection's reader, the next burst polls for up to "
+          "this long until it is as big (a client at a high queue depth; 0: never)");
 ABSL_FLAG(absl::Duration, nbd_batch_overtake,
           ramster::NbdServerOptions().batch_overtake_after,
           "a connection runs one batch at a time unless the running one has taken this long");
@@ -133,6 +136,7 @@ std::string StatsJson(TierStack* stack, ClusterTier* cluster, const NbdServer& n
                   ", \"trims\": ", n.trims, ", \"errors\": ", n.errors,
                   ", \"batches\": ", n.batches, ", \"batched_requests\": ", n.batched_requests,
                   ", \"inline_requests\": ", n.inline_requests,
+                  ", \"gathered_bursts\": ", n.gathered_bursts,
                   ", \"read_us\": {\"count\": ", n.read_latency.count,
                   ", \"p50\": ", n.read_latency.p50_ns / 1000.0,
                   ", \"p90\": ", n.read_latency.p90_ns / 1000.0,
@@ -176,6 +180,7 @@ int Run() {
   nbd_options.inline_quick_writes = absl::GetFlag(FLAGS_nbd_quick_writes);
   nbd_options.inline_read_bursts = absl::GetFlag(FLAGS_nbd_inline_reads);
   nbd_options.request_poll = absl::GetFlag(FLAGS_poll_requests);
+  nbd_options.read_gather = absl::GetFlag(FLAGS_nbd_read_gather);
   nbd_options.unix_path = absl::GetFlag(FLAGS_nbd_unix);
   nbd_options.tcp_listen = absl::GetFlag(FLAGS_nbd_listen);
   if (nbd_options.unix_path.empty() && nbd_options.tcp_listen.empty()) {

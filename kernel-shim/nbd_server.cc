@@ -126,6 +126,25 @@ class StreamReader {
     return Io::kOk;
   }
 
+  // Polls the socket for up to `budget` until at least `n` bytes (at most
+  // kBufferBytes) are buffered; true if they are. Whatever arrives stays
+  // buffered either way. False at once when another thread of the process
+  // is polling (common/busy_poll.h).
+  bool PollFor(size_t n, absl::Duration budget) {
+    if (buffered() >= n) return true;
+    if (pos_ > 0) {
+      std::memmove(buf_.get(), buf_.get() + pos_, buffered());
+      end_ -= pos_;
+      pos_ = 0;
+    }
+    BusyPoll::Poll(budget, [&] {
+      ssize_t r = recv(fd_, buf_.get() + end_, kBufferBytes - end_, MSG_DONTWAIT);
+      if (r > 0) end_ += static_cast<size_t>(r);
+      return end_ >= n || r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR);
+    });
+    return buffered() >= n;
+  }
+
   // Reads and drops `n` bytes (the payload of a rejected WRITE).
   Io Skip(uint64_t n) {
     const size_t from_buffer = static_cast<size_t>(std::min<uint64_t>(n, buffered()));
@@ -713,6 +732,7 @@ NbdServerStats NbdServer::stats() const {
   s.batched_requests = batched_requests_;
   s.batches = batches_;
   s.inline_requests = inline_requests_;
+  s.gathered_bursts = gathered_bursts_;
   s.errors = errors_;
   s.device_errors = device_errors_;
   s.protocol_errors = protocol_errors_;
@@ -985,8 +1005,26 @@ void NbdServer::Transmission(Connection* c) {
   // In flight on this connection when the last request was started.
   int inflight = 0;
   const bool quick_writes = options_.inline_quick_writes && device_->quick_writes();
+  // Read gathering (see the header): how many reads the connection's last
+  // burst that ran here held (0 if it was anything else), and until when
+  // the burst being parsed may wait for more.
+  size_t last_read_burst = 0;
+  absl::Time gather_until = absl::InfinitePast();
+  const auto may_gather = [&] {
+    if (options_.read_gather <= absl::ZeroDuration() || last_read_burst < kGatherMinBurst ||
+        ready.empty() || ready.size() >= last_read_burst ||
+        inflight != static_cast<int>(ready.size())) {
+      return false;
+    }
+    for (const Job& job : ready) {
+      if (job.request.type != nbd::kCmdRead) return false;
+    }
+    return true;
+  };
   const auto queue_ready = [&] {
     if (ready.empty()) return;
+    gather_until = absl::InfinitePast();
+    last_read_burst = 0;
     // On the reader instead, only when nothing older of this connection is
     // in flight (nothing may overtake a request waiting in the queue): a
     // burst of quick writes, or a burst of reads when nothing more has
@@ -997,6 +1035,7 @@ void NbdServer::Transmission(Connection* c) {
                    in.buffered() < nbd::kRequestBytes &&
                    InlineBurst(ready, nbd::kCmdRead, options_.max_batch_bytes)))) {
       inline_requests_ += ready.size();
+      if (ready[0].request.type == nbd::kCmdRead) last_read_burst = ready.size();
       Run(absl::MakeSpan(ready));
       ready.clear();
       return;
@@ -1005,10 +1044,20 @@ void NbdServer::Transmission(Connection* c) {
   };
   uint8_t header[nbd::kRequestBytes];
   for (;;) {
+    if (in.buffered() < sizeof(header) && may_gather()) {
+      const absl::Time now = absl::Now();
+      if (gather_until == absl::InfinitePast()) {
+        gather_until = now + options_.read_gather;
+        ++gathered_bursts_;
+      }
+      if (now < gather_until && in.PollFor(sizeof(header), gather_until - now)) continue;
+    }
     if (in.buffered() < sizeof(header) && options_.inline_lone_requests &&
         ready.size() == 1 && inflight == 1) {
       // The only request in flight, and nothing else has arrived: run it
       // here rather than wake a worker for it.
+      gather_until = absl::InfinitePast();
+      last_read_burst = 0;
       ++inline_requests_;
       Execute(&ready[0]);
       ready.clear();

@@ -854,6 +854,71 @@ TEST_F(NbdServerTest, ABurstOfWholePageReadsRunsOnTheReaderAsOneBatch) {
   EXPECT_EQ(device_->batches(), std::vector<size_t>{8});
 }
 
+// One send with whole-page reads of pages [first, last], handles 100 + page.
+std::vector<uint8_t> PageReadBurst(uint64_t first, uint64_t last,
+                                   std::map<uint64_t, uint32_t>* lengths) {
+  std::vector<std::pair<nbd::Request, std::vector<uint8_t>>> rs;
+  for (uint64_t p = first; p <= last; ++p) {
+    rs.push_back({{nbd::kRequestMagic, 0, nbd::kCmdRead, 100 + p, p * 4096, 4096}, {}});
+    (*lengths)[100 + p] = 4096;
+  }
+  return Burst(rs);
+}
+
+// After a burst of 10 reads, the next arrives in two parts (a client at a
+// high queue depth resubmitting as its replies come back): the reader waits
+// for the second and runs all 10 as one batch.
+TEST_F(NbdServerTest, AfterABigReadBurstTheNextWaitsForItsRest) {
+  options_.inline_read_bursts = true;
+  options_.read_gather = absl::Seconds(20);  // far more than the test needs
+  options_.workers = 1;
+  StartServer();
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> data = Pattern(16 * 4096, 23);
+  ASSERT_EQ(*ConnectAndGo()->Write(0, data), 0u);
+  std::map<uint64_t, uint32_t> lengths;
+  ASSERT_TRUE(c->SendBytes(PageReadBurst(1, 10, &lengths)).ok());
+  ExpectReads(RecvReplies(c.get(), 10, lengths), lengths, data);
+  EXPECT_EQ(server_->stats().gathered_bursts, 0u);  // the first burst: nothing to go by
+
+  lengths.clear();
+  ASSERT_TRUE(c->SendBytes(PageReadBurst(1, 4, &lengths)).ok());
+  absl::SleepFor(absl::Milliseconds(50));
+  ASSERT_TRUE(c->SendBytes(PageReadBurst(5, 10, &lengths)).ok());
+  ExpectReads(RecvReplies(c.get(), 10, lengths), lengths, data);
+  EXPECT_EQ(device_->batches(), (std::vector<size_t>{10, 10}));
+  EXPECT_EQ(server_->stats().gathered_bursts, 1u);
+  EXPECT_EQ(server_->stats().inline_requests, 20u);
+}
+
+// Bursts of fewer than kGatherMinBurst reads (a client at a low queue
+// depth) never wait, nor do reads that follow anything but a big read
+// burst. (A wrong wait would show in gathered_bursts, and cost 2 s.)
+TEST_F(NbdServerTest, SmallReadBurstsAndReadsAfterOtherRequestsNeverWait) {
+  options_.inline_read_bursts = true;
+  options_.read_gather = absl::Seconds(2);
+  options_.workers = 1;
+  StartServer();
+  auto c = ConnectAndGo();
+  const std::vector<uint8_t> data = Pattern(16 * 4096, 24);
+  ASSERT_EQ(*ConnectAndGo()->Write(0, data), 0u);
+  static_assert(NbdServer::kGatherMinBurst == 8);
+  const auto reads = [&](uint64_t first, uint64_t last) {
+    std::map<uint64_t, uint32_t> lengths;
+    ASSERT_TRUE(c->SendBytes(PageReadBurst(first, last, &lengths)).ok());
+    ExpectReads(RecvReplies(c.get(), lengths.size(), lengths), lengths, data);
+  };
+  reads(1, 7);
+  reads(1, 2);
+  reads(3, 3);
+  // A big burst, then a write: the reads after the write do not wait.
+  reads(1, 10);
+  ASSERT_EQ(*c->Write(15 * 4096, Slice(data, 15 * 4096, 4096)), 0u);
+  reads(1, 2);
+  EXPECT_EQ(server_->stats().gathered_bursts, 0u);
+  EXPECT_EQ(device_->batches(), (std::vector<size_t>{7, 2, 10, 2}));
+}
+
 // A read burst that is not all whole-page READs of distinct pages, or is
 // bigger than a batch, goes the usual way; so does one that arrives while
 // another request of its connection is in flight, and then a FLUSH
