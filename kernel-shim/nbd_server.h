@@ -71,9 +71,9 @@
 // fewer (and only reads, nothing else in flight), the reader polls the
 // socket up to read_gather for the rest before it runs it. A client at a
 // low queue depth (one swapping task, QD1-4) never has such a burst and
-// never waits. A/B with fio QD32 randread, 3 peers (three alternating
-// pairs): 1 copy 103k-115k -> 117k-130k IOPS, 2 copies 118k-136k ->
-// 137k-140k. read_gather zero turns this off.
+// never waits. A/B with fio QD32 randread, 3 peers, alternating rounds:
+// 1 copy ~111k -> ~119k IOPS (six pairs), 2 copies 116k-118k -> 127k-137k
+// (three). read_gather zero turns this off.
 //
 // Malformed input: a request that can be answered is answered with the
 // protocol's error (and a rejected WRITE's payload is read and dropped, so
