@@ -101,16 +101,10 @@ class StreamReader {
     p += from_buffer;
     n -= from_buffer;
     if (n >= kBufferBytes / 2) return ReadFull(fd_, p, n);
-    // The buffer is empty: refill it with at least `n` bytes.
+    // The buffer is empty: refill it with at least `n` bytes, polling first.
+    // (An end of stream or error the poll saw, the blocking recv sees again.)
     pos_ = end_ = 0;
-    bool eof = false;
-    BusyPoll::Poll(poll_, [&] {
-      ssize_t r = recv(fd_, buf_.get() + end_, kBufferBytes - end_, MSG_DONTWAIT);
-      if (r > 0) end_ += static_cast<size_t>(r);
-      eof = r == 0;
-      return end_ >= n || eof || (r < 0 && errno != EAGAIN && errno != EINTR);
-    });
-    if (eof) return Io::kEof;
+    PollFor(n, poll_);
     while (end_ < n) {
       ssize_t r = recv(fd_, buf_.get() + end_, kBufferBytes - end_, 0);
       if (r > 0) {
