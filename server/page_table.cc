@@ -138,6 +138,35 @@ void PageTable::ForEach(absl::FunctionRef<void(const PageTableKey&, PageEntry&)>
   }
 }
 
+bool PageTable::ForEachFrom(Cursor* cursor, int max_blocks,
+                            absl::FunctionRef<void(const PageTableKey&, PageEntry&)> fn) {
+  auto it = blocks_.begin();
+  if (cursor->started_) {
+    const PageTableKey& last = cursor->last_block_;
+    it = blocks_.find(BlockKey{last.client, last.pool, last.object, last.index});
+    if (it == blocks_.end()) {
+      it = blocks_.begin();  // its block is gone: start over
+    } else {
+      ++it;
+    }
+  }
+  for (int n = 0; n < max_blocks && it != blocks_.end(); ++n, ++it) {
+    const BlockKey& bk = it->first;
+    PageEntry* entries = it->second->entries();
+    int rank = 0;
+    for (uint64_t m = it->second->mask; m != 0; m &= m - 1, ++rank) {
+      fn(KeyOf(bk, std::countr_zero(m)), entries[rank]);
+    }
+    cursor->started_ = true;
+    cursor->last_block_ = PageTableKey{bk.client, bk.pool, bk.object, bk.block};
+  }
+  if (it == blocks_.end()) {
+    cursor->started_ = false;
+    return false;
+  }
+  return true;
+}
+
 void PageTable::RemoveIf(absl::FunctionRef<bool(const PageTableKey&, PageEntry&)> fn,
                          absl::FunctionRef<void(uint32_t client, uint64_t bytes)> freed) {
   for (auto it = blocks_.begin(); it != blocks_.end();) {

@@ -36,6 +36,9 @@ class PageEntry {
   static constexpr uint8_t kInRam = 1;
   static constexpr uint8_t kEphemeral = 2;
   static constexpr uint8_t kReferenced = 4;
+  // The recompressor has seen this copy: its payload is the denser one, or
+  // a denser one would not have been smaller (Node::RecompressSome).
+  static constexpr uint8_t kRecompressed = 8;
   static constexpr uint64_t kMaxHandle = (uint64_t{1} << 40) - 1;
   static constexpr uint32_t kMaxLength = (1u << 13) - 1;
   static constexpr uint32_t kMaxEncoding = 7;
@@ -64,6 +67,9 @@ class PageEntry {
   void set_handle(uint64_t h) {
     handle_lo_ = static_cast<uint32_t>(h);
     handle_hi_ = static_cast<uint8_t>(h >> 32);
+  }
+  void set_length(uint32_t length) {
+    length_encoding_ = static_cast<uint16_t>((length_encoding_ & ~kMaxLength) | length);
   }
   void set_flag(uint8_t f) { flags_ |= f; }
   void clear_flag(uint8_t f) { flags_ &= static_cast<uint8_t>(~f); }
@@ -116,6 +122,27 @@ class PageTable {
   // Calls fn for every entry, block by block. `fn` may change the entry but
   // not the table.
   void ForEach(absl::FunctionRef<void(const PageTableKey&, PageEntry&)> fn);
+
+  // Where a walk of the table in pieces (ForEachFrom) stands.
+  class Cursor {
+   public:
+    Cursor() = default;
+
+   private:
+    friend class PageTable;
+    bool started_ = false;
+    PageTableKey last_block_;  // index: the block number
+  };
+  // Calls fn for the entries of at most `max_blocks` blocks, those after
+  // the block where the last call with `cursor` stopped (from the first
+  // block for a fresh cursor). Returns true while blocks remain; false when
+  // the walk reached the end, and the cursor starts over. Between calls the
+  // table may change: a walk across an insert that rehashed the map, or
+  // past a removed block, may skip blocks or see some twice (it starts over
+  // when the block it stopped at is gone). `fn` may change the entry but
+  // not the table.
+  bool ForEachFrom(Cursor* cursor, int max_blocks,
+                   absl::FunctionRef<void(const PageTableKey&, PageEntry&)> fn);
   // Calls fn for every entry; removes those for which it returns true.
   // Returns the bytes the table shrank by, per client, through `freed`.
   void RemoveIf(absl::FunctionRef<bool(const PageTableKey&, PageEntry&)> fn,

@@ -2,6 +2,7 @@
 
 #include <map>
 #include <random>
+#include <set>
 #include <tuple>
 
 #include "gtest/gtest.h"
@@ -94,6 +95,64 @@ TEST(PageTable, ScatteredPagesCostOneSmallBlockEach) {
 
 // Random inserts, erases, RemoveIf and RemoveRange against a std::map; the
 // byte count always equals what the calls reported.
+TEST(PageTable, AWalkInPiecesSeesEveryEntryOnceThenStartsOver) {
+  PageTable t;
+  std::set<uint64_t> keys;
+  for (uint64_t i = 0; i < 40; ++i) {
+    const uint64_t index = i * 97;  // scattered: blocks of one or two entries
+    keys.insert(index);
+    ASSERT_GE(t.Insert({1, 1, 0, index}, EntryFor(1)), 0);
+  }
+  for (uint64_t i = 0; i < 64; ++i) {  // and one full block
+    keys.insert(100000 + i);
+    ASSERT_GE(t.Insert({1, 1, 0, 100000 + i}, EntryFor(1)), 0);
+  }
+  for (int round = 0; round < 2; ++round) {
+    PageTable::Cursor cursor;
+    std::multiset<uint64_t> seen;
+    int calls = 0;
+    bool more = true;
+    while (more) {
+      ++calls;
+      more = t.ForEachFrom(&cursor, 3, [&](const PageTableKey& k, PageEntry&) {
+        seen.insert(k.index);
+      });
+      ASSERT_LT(calls, 100);
+    }
+    EXPECT_EQ(seen, std::multiset<uint64_t>(keys.begin(), keys.end()));
+    EXPECT_GT(calls, 5);  // it really went in pieces
+    // At the end the cursor starts over: the next piece is the first one.
+    std::multiset<uint64_t> again;
+    t.ForEachFrom(&cursor, 1000, [&](const PageTableKey& k, PageEntry&) { again.insert(k.index); });
+    EXPECT_EQ(again, seen);
+  }
+}
+
+TEST(PageTable, AWalkWhoseBlockIsGoneStartsOver) {
+  PageTable t;
+  for (uint64_t b = 0; b < 10; ++b) ASSERT_GE(t.Insert({1, 1, 0, b * 64}, EntryFor(1)), 0);
+  PageTable::Cursor cursor;
+  uint64_t last = 0;
+  int n = 0;
+  ASSERT_TRUE(t.ForEachFrom(&cursor, 4, [&](const PageTableKey& k, PageEntry&) {
+    last = k.index;
+    ++n;
+  }));
+  ASSERT_EQ(n, 4);
+  t.Erase({1, 1, 0, last});  // the block the cursor stopped at
+  std::set<uint64_t> seen;
+  while (t.ForEachFrom(&cursor, 2, [&](const PageTableKey& k, PageEntry&) {
+    seen.insert(k.index);
+  })) {
+  }
+  EXPECT_EQ(seen.size(), 9u);  // all that is left, from the first block on
+  EXPECT_EQ(seen.count(last), 0u);
+  // An empty table has nothing to walk.
+  PageTable empty;
+  PageTable::Cursor c2;
+  EXPECT_FALSE(empty.ForEachFrom(&c2, 4, [&](const PageTableKey&, PageEntry&) { ADD_FAILURE(); }));
+}
+
 TEST(PageTable, BehavesLikeAMapAndAccountsEveryByte) {
   std::mt19937_64 rng(7);
   PageTable t;
