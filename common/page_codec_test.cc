@@ -91,6 +91,34 @@ TEST(PageCodec, TextCompressesWithLz4) {
   EXPECT_EQ(out, page);
 }
 
+TEST(PageCodec, Lz4HcMakesSmallerBlocksThatDecodeAsLz4) {
+  auto page = TextPage();
+  EncodedPage fast;
+  ASSERT_TRUE(EncodePage(page, &fast).ok());
+  ASSERT_EQ(fast.encoding, Encoding::kLz4);
+  for (int level : {0, 1, 2, 9, 12, 99}) {  // out-of-range levels are clamped
+    Lz4HcEncoder hc(level);
+    EncodedPage dense;
+    dense.encoding = Encoding::kLz4;
+    dense.checksum = fast.checksum;
+    dense.length = static_cast<uint32_t>(hc.Encode(page, absl::MakeSpan(dense.payload)));
+    ASSERT_GT(dense.length, 0u) << level;
+    EXPECT_LT(dense.length, fast.length) << level;
+    std::vector<uint8_t> out;
+    ASSERT_TRUE(Decode(dense, &out).ok()) << level;
+    EXPECT_EQ(out, page) << level;
+    // A destination one byte too small: no block at all.
+    EXPECT_EQ(hc.Encode(page, absl::MakeSpan(dense.payload, dense.length - 1)), 0u) << level;
+    EXPECT_EQ(hc.Encode(page, absl::MakeSpan(dense.payload, dense.length)), dense.length);
+  }
+  Lz4HcEncoder hc(2);
+  uint8_t out[kPageSize];
+  EXPECT_EQ(hc.Encode(absl::MakeConstSpan(page).first(100), absl::MakeSpan(out)), 0u);
+  EXPECT_EQ(hc.Encode(page, absl::Span<uint8_t>()), 0u);
+  // A random page does not fit in less than itself.
+  EXPECT_EQ(hc.Encode(RandomPage(3), absl::MakeSpan(out, kPageSize - 1)), 0u);
+}
+
 TEST(PageCodec, RandomPageStaysRaw) {
   auto page = RandomPage(1);
   EncodedPage enc;
