@@ -282,6 +282,8 @@ std::string FormatJson(const std::vector<NodeReply<v1::NodeStatus>>& nodes) {
     WriteUint(w, "pages_written_back", ops.pages_written_back());
     WriteUint(w, "ephemeral_dropped", ops.ephemeral_dropped());
     WriteUint(w, "requests_rejected", ops.requests_rejected());
+    WriteUint(w, "pages_recompressed", ops.pages_recompressed());
+    WriteUint(w, "recompressed_bytes_saved", ops.recompressed_bytes_saved());
     w.EndObject();
     WriteClients(w, s.clients());
   });

@@ -41,6 +41,8 @@ v1::NodeStatus UpNode() {
   ops->set_pages_written_back(2);
   ops->set_ephemeral_dropped(0);
   ops->set_requests_rejected(1);
+  ops->set_pages_recompressed(5000);
+  ops->set_recompressed_bytes_saved(1536000);
   v1::ClientUsage* c = s.add_clients();
   c->set_client_id("host-a");
   c->set_boot_epoch(3);
@@ -134,7 +136,9 @@ TEST(StatusJsonTest, ExactDocumentWithEscapingAndADownNode) {
         "invalidates": 12,
         "pages_written_back": 2,
         "ephemeral_dropped": 0,
-        "requests_rejected": 1
+        "requests_rejected": 1,
+        "pages_recompressed": 5000,
+        "recompressed_bytes_saved": 1536000
       },
       "clients": [
         {

@@ -47,6 +47,10 @@ ABSL_FLAG(absl::Duration, poll_requests, absl::ZeroDuration(),
           "an io thread polls for the next request this long before it sleeps, yielding its CPU "
           "between tries (one polling thread at a time; 0, the default: never). Spends the "
           "donor's idle CPU for its clients' latency (150us: QD1 reads 69 -> 56 us here)");
+ABSL_FLAG(int, recompress_level, 2,
+          "LZ4HC level (1-12) at which a thread of the lowest priority (SCHED_IDLE) "
+          "recompresses the pages clients stored with LZ4, once each, with CPU time nothing "
+          "else wants; 0: never. Level 2 makes text-like pages 7-25% smaller at ~20 us a page");
 ABSL_FLAG(int, io_threads, 1,
           "threads taking calls off gRPC's completion queues (one queue each); they answer "
           "what RAM alone can answer");
@@ -70,6 +74,12 @@ int Run() {
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.default_client_quota = absl::GetFlag(FLAGS_client_quota).bytes;
   options.lease = absl::GetFlag(FLAGS_lease);
+  options.recompress_level = absl::GetFlag(FLAGS_recompress_level);
+  if (options.recompress_level < 0 || options.recompress_level > Lz4HcEncoder::kMaxLevel) {
+    fprintf(stderr, "ramster-server: --recompress-level must be 0..%d\n",
+            Lz4HcEncoder::kMaxLevel);
+    return 2;
+  }
   if (options.data_dir.empty()) {
     fprintf(stderr, "ramster-server: --data-dir is required\n");
     return 2;

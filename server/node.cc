@@ -1,5 +1,8 @@
 #include "server/node.h"
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <algorithm>
 #include <cstring>
 #include <mutex>
@@ -97,6 +100,16 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Open(NodeOptions options) {
   node->disk_tier_ = std::move(*disk);
   if (absl::Status s = node->Reload(); !s.ok()) return s;
   node->maintenance_ = std::thread([n = node.get()] { n->MaintenanceLoop(); });
+  if (node->options_.recompress_level > 0) {
+    {
+      MutexLock lock(&node->recompress_mu_);
+      node->recompressor_ =
+          std::make_unique<Recompressor>(node->options_.recompress_level);
+    }
+    if (node->options_.recompress_thread) {
+      node->recompress_thread_ = std::thread([n = node.get()] { n->RecompressLoop(); });
+    }
+  }
   return node;
 }
 
@@ -107,6 +120,7 @@ Node::~Node() {
   }
   stop_cv_.SignalAll();
   if (maintenance_.joinable()) maintenance_.join();
+  if (recompress_thread_.joinable()) recompress_thread_.join();
 }
 
 // ---------------------------------------------------------------- clients --
@@ -817,6 +831,147 @@ std::pair<uint64_t, uint64_t> Node::Evict(uint64_t target, bool ephemeral_only) 
   return {written, dropped};
 }
 
+// ---------------------------------------------------------- recompression --
+
+namespace {
+
+// Candidates looked at per call of RecompressSome from the thread, and how
+// long the thread sleeps once a walk found nothing and no store came since.
+constexpr uint64_t kRecompressStep = 256;
+constexpr absl::Duration kRecompressIdleWait = absl::Milliseconds(250);
+// Index blocks (up to 64 entries each) looked at per hold of a shard lock.
+constexpr int kRecompressBlocksPerLock = 8;
+
+}  // namespace
+
+// The walker's state: where it is, its encoder and its page buffers.
+struct Node::Recompressor {
+  explicit Recompressor(int level) : encoder(level) {}
+
+  Lz4HcEncoder encoder;
+  int shard = 0;
+  PageTable::Cursor cursor;
+  std::vector<RecompressCandidate> found;
+  uint8_t old_payload[kPageSize];
+  uint8_t page[kPageSize];
+  uint8_t new_payload[kPageSize];
+};
+
+uint64_t Node::RecompressSome(uint64_t max_pages) {
+  MutexLock lock(&recompress_mu_);
+  Recompressor* r = recompressor_.get();
+  if (r == nullptr) return 0;
+  std::vector<Client*> clients;
+  {
+    MutexLock clients_lock(&clients_mu_);
+    clients = clients_by_id_;
+  }
+  uint64_t looked = 0, done = 0;
+  for (int walked = 0; walked < kShards && looked < max_pages;) {
+    Shard& shard = shards_[r->shard];
+    r->found.clear();
+    bool more;
+    {
+      MutexLock shard_lock(&shard.mu);
+      more = shard.table.ForEachFrom(
+          &r->cursor, kRecompressBlocksPerLock, [&](const Key& k, Entry& e) {
+            if (!e.in_ram() || (e.flags() & Entry::kRecompressed) ||
+                e.encoding() != static_cast<uint8_t>(Encoding::kLz4)) {
+              return;
+            }
+            r->found.push_back(RecompressCandidate{k, e.handle(), e.checksum(),
+                                                   e.generation(), e.length()});
+          });
+    }
+    if (!more) {
+      r->shard = (r->shard + 1) % kShards;
+      ++walked;
+    }
+    for (const RecompressCandidate& cand : r->found) {
+      if (cand.key.client >= clients.size()) {
+        MutexLock clients_lock(&clients_mu_);
+        clients = clients_by_id_;
+      }
+      if (RecompressOne(shard, cand, clients[cand.key.client], r)) ++done;
+    }
+    looked += r->found.size();
+  }
+  return done;
+}
+
+bool Node::RecompressOne(Shard& shard, const RecompressCandidate& cand, Client* c,
+                         Recompressor* r) {
+  {
+    MutexLock lock(&shard.mu);
+    if (!cand.Is(shard.table.Find(cand.key))) return true;  // gone or replaced
+    std::memcpy(r->old_payload, slab_.Resolve(cand.handle), cand.length);
+  }
+  // Only a payload in a smaller size class saves memory; the new one is
+  // taken only when it decodes to the page the checksum names.
+  const uint32_t fits = SlabAllocator::ClassSize(cand.length) - SlabAllocator::kGranularity;
+  size_t length = 0;
+  if (DecodePage(static_cast<uint32_t>(Encoding::kLz4),
+                 absl::MakeConstSpan(r->old_payload, cand.length), kPageSize,
+                 cand.checksum, absl::MakeSpan(r->page))
+          .ok()) {
+    length = r->encoder.Encode(absl::MakeConstSpan(r->page),
+                               absl::MakeSpan(r->new_payload, fits));
+  }
+  if (length > 0 &&
+      !DecodePage(static_cast<uint32_t>(Encoding::kLz4),
+                  absl::MakeConstSpan(r->new_payload, length), kPageSize, cand.checksum,
+                  absl::MakeSpan(r->page))
+           .ok()) {
+    length = 0;
+  }
+  absl::StatusOr<uint64_t> handle = absl::UnavailableError("not smaller");
+  if (length > 0) {
+    handle = slab_.Allocate(static_cast<uint32_t>(length));
+    // No room for the new copy beside the old one: the page stays as it
+    // is, to be tried again on a later walk.
+    if (!handle.ok()) return false;
+  }
+  MutexLock lock(&shard.mu);
+  Entry* e = shard.table.Find(cand.key);
+  if (!cand.Is(e)) {
+    if (handle.ok()) slab_.Free(*handle);
+    return true;
+  }
+  e->set_flag(Entry::kRecompressed);
+  if (!handle.ok()) return true;
+  std::memcpy(slab_.Resolve(*handle), r->new_payload, length);
+  slab_.Free(cand.handle);
+  e->set_handle(*handle);
+  e->set_length(static_cast<uint32_t>(length));
+  const uint64_t saved = cand.length - length;
+  payload_bytes_ -= saved;
+  c->ram_bytes -= saved;
+  c->charged -= saved;
+  ops_.recompressed.fetch_add(1, std::memory_order_relaxed);
+  ops_.recompress_saved.fetch_add(saved, std::memory_order_relaxed);
+  return true;
+}
+
+void Node::RecompressLoop() {
+  // Only CPU time that nothing else wants: the clients' requests, and any
+  // other process of the donor, always go first.
+  sched_param param{};
+  (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &param);
+  uint64_t stores_walked = UINT64_MAX;  // stores before the last empty walk
+  MutexLock lock(&stop_mu_);
+  while (!stop_) {
+    const uint64_t stores = ops_.stores.load(std::memory_order_relaxed);
+    if (stores == stores_walked) {
+      stop_cv_.WaitFor(kRecompressIdleWait);
+      continue;
+    }
+    stop_mu_.Unlock();
+    const uint64_t done = RecompressSome(kRecompressStep);
+    stop_mu_.Lock();
+    if (done == 0) stores_walked = stores;
+  }
+}
+
 void Node::Maintain() {
   const uint64_t limit = ram_.limit();
   if (ram_.used() > static_cast<uint64_t>(limit * options_.high_watermark)) {
@@ -862,6 +1017,7 @@ absl::StatusOr<uint64_t> Node::Shutdown() {
   }
   stop_cv_.SignalAll();
   if (maintenance_.joinable()) maintenance_.join();
+  if (recompress_thread_.joinable()) recompress_thread_.join();
   draining_ = true;
   // Everything persistent goes to disk; ephemeral pages are dropped.
   Evict(0, false);
@@ -918,6 +1074,8 @@ void Node::GetStatus(v1::NodeStatus* st) {
   ops->set_pages_written_back(ops_.written_back.load());
   ops->set_ephemeral_dropped(ops_.ephemeral_dropped.load());
   ops->set_requests_rejected(ops_.rejected.load());
+  ops->set_pages_recompressed(ops_.recompressed.load());
+  ops->set_recompressed_bytes_saved(ops_.recompress_saved.load());
   MutexLock lock(&clients_mu_);
   for (const Client* c : clients_by_id_) FillUsage(*c, st->add_clients());
 }

@@ -59,6 +59,11 @@ struct NodeOptions {
   double low_watermark = 0.80;
   // How often the background thread checks watermarks and leases.
   absl::Duration maintenance_interval = absl::Milliseconds(50);
+  // LZ4HC level (1..12) at which a thread of the lowest priority
+  // recompresses the LZ4 pages in RAM (RecompressSome); 0: none.
+  int recompress_level = 0;
+  // False: no thread; only RecompressSome calls recompress (tests).
+  bool recompress_thread = true;
 };
 
 // Request limits (see proto/README.md).
@@ -142,6 +147,29 @@ class Node {
   // Runs one maintenance pass now (watermarks, leases); for tests.
   void RunMaintenanceForTest() { Maintain(); }
 
+  // Recompression: denser payloads for the pages a node holds, made with
+  // CPU time nothing else wants. Clients encode with LZ4 at its fastest,
+  // because their CPU is busy when they swap; a donor re-encodes each LZ4
+  // page in RAM once with LZ4HC (options().recompress_level), the same
+  // block format, so loads and clients see no difference but a shorter
+  // payload. A page moves to the smaller slab object only when that is a
+  // smaller size class; either way it is marked and not looked at again
+  // (a new store of the key is a new copy). The old copy is read, and the
+  // new one put in its place, under the shard lock, each only if the entry
+  // still names the same copy; the encoding runs outside it. The new
+  // payload is decoded and checked against the page's checksum before it
+  // replaces the old one. The page's owner is charged for the smaller
+  // payload from then on.
+  //
+  // Walks the index from where the last call stopped and recompresses the
+  // pages it finds, until it has looked at `max_pages` of them or walked
+  // every shard once. Returns how many it dealt with (recompressed, or
+  // found not worth it): 0 when there was nothing to do, or no RAM beside
+  // the old copies for new ones (those are tried again on a later walk),
+  // or recompression is off. Open starts a thread (SCHED_IDLE) that calls
+  // it while it finds work, and after new stores.
+  uint64_t RecompressSome(uint64_t max_pages);
+
  private:
   struct Client;
   using Key = PageTableKey;
@@ -195,6 +223,25 @@ class Node {
   void MaintenanceLoop();
   void ExpireLeases();
 
+  struct RecompressCandidate {
+    Key key;
+    uint64_t handle;
+    uint64_t checksum;
+    uint32_t generation;
+    uint32_t length;
+    // The entry still names this copy, and it was not looked at yet.
+    bool Is(const Entry* e) const {
+      return e != nullptr && e->in_ram() && e->handle() == handle &&
+             e->generation() == generation && e->length() == length &&
+             e->checksum() == checksum && !(e->flags() & Entry::kRecompressed);
+    }
+  };
+  struct Recompressor;
+  // False when there was no RAM for the new copy beside the old one.
+  bool RecompressOne(Shard& shard, const RecompressCandidate& cand, Client* c,
+                     Recompressor* r);
+  void RecompressLoop();
+
   const NodeOptions options_;
   const absl::Time started_;
   mutable Mutex identity_mu_;
@@ -216,7 +263,7 @@ class Node {
   struct Ops {
     std::atomic<uint64_t> stores{0}, stores_refused{0}, loads{0},
         load_misses{0}, invalidates{0}, written_back{0}, ephemeral_dropped{0},
-        rejected{0};
+        rejected{0}, recompressed{0}, recompress_saved{0};
   } ops_;
   std::atomic<uint64_t> pages_in_ram_{0}, pages_on_disk_{0};
   std::atomic<uint64_t> payload_bytes_{0};
@@ -226,6 +273,11 @@ class Node {
   CondVar stop_cv_{&stop_mu_};
   bool stop_ ABSL_GUARDED_BY(stop_mu_) = false;
   std::thread maintenance_;
+
+  // One walker at a time: the thread, or a test.
+  Mutex recompress_mu_;
+  std::unique_ptr<Recompressor> recompressor_ ABSL_GUARDED_BY(recompress_mu_);
+  std::thread recompress_thread_;
 };
 
 }  // namespace ramster

@@ -1,5 +1,6 @@
 #include "server/node.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <random>
 #include <string>
@@ -60,6 +61,8 @@ class NodeTest : public ::testing::Test {
     o.disk_limit = disk;
     o.data_dir = dir_;
     o.default_client_quota = quota;
+    o.recompress_level = recompress_level_;
+    o.recompress_thread = recompress_thread_;
     // Tests drive maintenance themselves.
     o.maintenance_interval = absl::Hours(1);
     node_.reset();
@@ -136,6 +139,8 @@ class NodeTest : public ::testing::Test {
   }
 
   std::string dir_;
+  int recompress_level_ = 0;
+  bool recompress_thread_ = false;  // tests call RecompressSome themselves
   std::unique_ptr<Node> node_;
   uint64_t last_reclaimed_ = 0;
 };
@@ -695,6 +700,224 @@ TEST_F(NodeTest, RefusesGenerationsBeyond32Bits) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(StorePage("a", 1, WirePage(kSwapPool, 0, MakePage(0), UINT32_MAX)),
             absl::StatusCode::kOk);
+}
+
+// Text of a small vocabulary, as in heaps and page caches: what LZ4 at its
+// fastest leaves room in and LZ4HC finds.
+std::vector<uint8_t> TextPage(uint64_t seed) {
+  static const char* kWords[] = {"ramster ", "page ", "swap ", "cold ", "peer ",
+                                 "memory ", "kernel ", "tier ", "the ", "of "};
+  std::vector<uint8_t> page(kPageSize);
+  std::mt19937_64 rng(seed);
+  size_t off = 0;
+  while (off < kPageSize) {
+    const char* w = kWords[rng() % 10];
+    for (size_t i = 0; w[i] != 0 && off < kPageSize; ++i) page[off++] = w[i];
+  }
+  return page;
+}
+
+TEST_F(NodeTest, RecompressionShrinksLz4PagesAndLoadsReturnTheSamePages) {
+  recompress_level_ = 2;
+  Start(16 << 20, 64 << 20);
+  Open("a", 1);
+  std::vector<std::vector<uint8_t>> pages;
+  for (uint64_t i = 0; i < 300; ++i) {
+    // Text, then every tenth page random (raw), one same-filled.
+    pages.push_back(i == 7 ? std::vector<uint8_t>(kPageSize, 0x5a)
+                           : i % 10 == 3 ? MakePage(i, /*compressible=*/false) : TextPage(i));
+    ASSERT_EQ(StorePage("a", 1, WirePage(kSwapPool, i, pages.back())), absl::StatusCode::kOk);
+  }
+  const v1::NodeStatus before = Status();
+  EXPECT_EQ(before.ops().pages_recompressed(), 0u);
+  // Every page is looked at once, and then there is nothing left.
+  uint64_t done = 0;
+  for (uint64_t n; (n = node_->RecompressSome(64)) > 0;) done += n;
+  EXPECT_EQ(done, 300u - 30 - 1);  // the LZ4 pages
+  EXPECT_EQ(node_->RecompressSome(64), 0u);
+  const v1::NodeStatus after = Status();
+  const uint64_t text_pages = 300 - 30 - 1;
+  EXPECT_GT(after.ops().pages_recompressed(), text_pages / 2);
+  EXPECT_LE(after.ops().pages_recompressed(), text_pages);
+  const uint64_t saved = after.ops().recompressed_bytes_saved();
+  EXPECT_GT(saved, after.ops().pages_recompressed() * SlabAllocator::kGranularity);
+  // Every figure follows the smaller payloads.
+  EXPECT_EQ(after.payload_bytes(), before.payload_bytes() - saved);
+  EXPECT_EQ(after.clients(0).ram_bytes(), before.clients(0).ram_bytes() - saved);
+  // (Slab pages the moves emptied may be kept for the next stores.)
+  EXPECT_LT(after.ram_used_bytes() - after.slab_cached_bytes(),
+            before.ram_used_bytes() - before.slab_cached_bytes());
+  EXPECT_GT(after.compression_ratio(), before.compression_ratio());
+  EXPECT_EQ(after.pages_in_ram(), 300u);
+  for (uint64_t i = 0; i < pages.size(); ++i) {
+    std::vector<uint8_t> out;
+    ASSERT_EQ(LoadPage("a", 1, kSwapPool, i, &out), absl::StatusCode::kOk) << i;
+    EXPECT_EQ(out, pages[i]) << i;
+  }
+  // A new copy of a page is new to the walk; older ones stay as they are.
+  pages[5] = TextPage(1005);
+  ASSERT_EQ(StorePage("a", 1, WirePage(kSwapPool, 5, pages[5], /*generation=*/2)),
+            absl::StatusCode::kOk);
+  EXPECT_EQ(node_->RecompressSome(64), 1u);
+  EXPECT_EQ(node_->RecompressSome(64), 0u);
+  EXPECT_EQ(Status().ops().pages_recompressed(), after.ops().pages_recompressed() + 1);
+  std::vector<uint8_t> out;
+  uint64_t generation = 0;
+  ASSERT_EQ(LoadPage("a", 1, kSwapPool, 5, &out, &generation), absl::StatusCode::kOk);
+  EXPECT_EQ(out, pages[5]);
+  EXPECT_EQ(generation, 2u);
+  // Freeing the pages gives everything back, the smaller payloads included.
+  EXPECT_EQ(InvalidatePool("a", 1, kSwapPool), 300);
+  const v1::NodeStatus empty = Status();
+  EXPECT_EQ(empty.payload_bytes(), 0u);
+  EXPECT_EQ(empty.clients(0).ram_bytes(), 0u);
+}
+
+TEST_F(NodeTest, TheRecompressionThreadTakesNewStores) {
+  recompress_level_ = 2;
+  recompress_thread_ = true;
+  Start(16 << 20, 64 << 20);
+  Open("a", 1);
+  for (int round = 1; round <= 2; ++round) {
+    for (uint64_t i = 0; i < 100; ++i) {
+      ASSERT_EQ(StorePage("a", 1, WirePage(kSwapPool, i, TextPage(i * 10 + round), round)),
+                absl::StatusCode::kOk);
+    }
+    // It runs on CPU time nothing else wants: give it a while.
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    while (Status().ops().pages_recompressed() < 100u * round && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    EXPECT_EQ(Status().ops().pages_recompressed(), 100u * round);
+    for (uint64_t i = 0; i < 100; ++i) {
+      std::vector<uint8_t> out;
+      ASSERT_EQ(LoadPage("a", 1, kSwapPool, i, &out), absl::StatusCode::kOk);
+      EXPECT_EQ(out, TextPage(i * 10 + round)) << i;
+    }
+  }
+}
+
+TEST_F(NodeTest, RecompressionOffLooksAtNothing) {
+  Start(16 << 20, 64 << 20);
+  Open("a", 1);
+  ASSERT_EQ(StorePage("a", 1, WirePage(kSwapPool, 0, TextPage(0))), absl::StatusCode::kOk);
+  EXPECT_EQ(node_->RecompressSome(64), 0u);
+  EXPECT_EQ(Status().ops().pages_recompressed(), 0u);
+}
+
+TEST_F(NodeTest, PagesOnDiskAreNotRecompressedAndComeBackWhole) {
+  recompress_level_ = 2;
+  Start(/*ram=*/1 << 20, /*disk=*/64 << 20);
+  Open("a", 1);
+  std::vector<std::vector<uint8_t>> pages;
+  for (uint64_t i = 0; i < 1500; ++i) {  // more than 1 MiB of payloads: some spill
+    pages.push_back(TextPage(i));
+    ASSERT_EQ(StorePage("a", 1, WirePage(kSwapPool, i, pages.back())), absl::StatusCode::kOk);
+  }
+  ASSERT_GT(Status().pages_on_disk(), 0u);
+  while (node_->RecompressSome(256) > 0) {
+  }
+  const v1::NodeStatus st = Status();
+  EXPECT_GT(st.ops().pages_recompressed(), 0u);
+  EXPECT_LE(st.ops().pages_recompressed(), st.pages_in_ram());
+  for (uint64_t i = 0; i < pages.size(); ++i) {
+    std::vector<uint8_t> out;
+    ASSERT_EQ(LoadPage("a", 1, kSwapPool, i, &out), absl::StatusCode::kOk) << i;
+    EXPECT_EQ(out, pages[i]) << i;
+  }
+  // Recompressed pages written back to disk keep their smaller payloads
+  // there and come back whole.
+  v1::SetMemoryLimitResponse lowered;
+  node_->SetMemoryLimit(128 << 10, &lowered);
+  EXPECT_GT(lowered.pages_written_back(), 0u);
+  EXPECT_EQ(Status().payload_bytes(), st.payload_bytes());
+  for (uint64_t i = 0; i < pages.size(); ++i) {
+    std::vector<uint8_t> out;
+    ASSERT_EQ(LoadPage("a", 1, kSwapPool, i, &out), absl::StatusCode::kOk) << i;
+    EXPECT_EQ(out, pages[i]) << i;
+  }
+}
+
+TEST_F(NodeTest, RecompressionRacesStoresLoadsAndInvalidates) {
+  recompress_level_ = 2;
+  Start(32 << 20, 64 << 20);
+  Open("a", 1);
+  constexpr uint64_t kPages = 512;
+  // What each page holds now: the generation of its last store, 0 when it
+  // was invalidated. Writers own disjoint index ranges.
+  std::vector<std::atomic<uint32_t>> gen(kPages);
+  std::atomic<bool> stop{false};
+  std::thread walker([&] {
+    while (!stop.load()) node_->RecompressSome(32);
+  });
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 2; ++t) {
+    writers.emplace_back([&, t] {
+      std::mt19937_64 rng(t);
+      for (int step = 0; step < 3000; ++step) {
+        const uint64_t i = static_cast<uint64_t>(t) * (kPages / 2) + rng() % (kPages / 2);
+        const uint32_t g = gen[i].load();
+        const int op = static_cast<int>(rng() % 10);
+        if (op < 5) {
+          ASSERT_EQ(StorePage("a", 1, WirePage(kSwapPool, i, TextPage(i * 1000 + g + 1), g + 1)),
+                    absl::StatusCode::kOk);
+          gen[i] = g + 1;
+        } else if (op < 9) {
+          std::vector<uint8_t> out;
+          uint64_t got = 0;
+          const absl::StatusCode code = LoadPage("a", 1, kSwapPool, i, &out, &got);
+          if (g == 0) {
+            ASSERT_EQ(code, absl::StatusCode::kNotFound);
+          } else {
+            ASSERT_EQ(code, absl::StatusCode::kOk);
+            ASSERT_EQ(got, g);
+            ASSERT_EQ(out, TextPage(i * 1000 + g));
+          }
+        } else if (g != 0) {
+          v1::InvalidateRequest req;
+          req.set_boot_epoch(1);
+          v1::PageKey* k = req.add_ranges()->mutable_page();
+          k->set_pool(kSwapPool);
+          k->set_index(i);
+          v1::InvalidateResponse resp;
+          ASSERT_TRUE(node_->Invalidate("a", req, &resp).ok());
+          ASSERT_EQ(resp.pages_freed(), 1u);
+          // The next store starts the page over at a higher generation.
+          gen[i] = 0;
+          ASSERT_EQ(StorePage("a", 1, WirePage(kSwapPool, i, TextPage(i * 1000 + g + 1), g + 1)),
+                    absl::StatusCode::kOk);
+          gen[i] = g + 1;
+        }
+      }
+    });
+  }
+  for (auto& w : writers) w.join();
+  stop = true;
+  walker.join();
+  while (node_->RecompressSome(256) > 0) {
+  }
+  const v1::NodeStatus st = Status();
+  EXPECT_GT(st.ops().pages_recompressed(), 0u);
+  // The accounts agree with what is there.
+  uint64_t held = 0;
+  for (uint64_t i = 0; i < kPages; ++i) {
+    const uint32_t g = gen[i].load();
+    std::vector<uint8_t> out;
+    uint64_t got = 0;
+    if (g == 0) {
+      EXPECT_EQ(LoadPage("a", 1, kSwapPool, i, &out, &got), absl::StatusCode::kNotFound);
+      continue;
+    }
+    ++held;
+    ASSERT_EQ(LoadPage("a", 1, kSwapPool, i, &out, &got), absl::StatusCode::kOk) << i;
+    EXPECT_EQ(got, g);
+    EXPECT_EQ(out, TextPage(i * 1000 + g)) << i;
+  }
+  EXPECT_EQ(st.pages_in_ram(), held);
+  EXPECT_EQ(st.clients(0).ram_bytes(), st.payload_bytes());
+  EXPECT_EQ(InvalidatePool("a", 1, kSwapPool), static_cast<int64_t>(held));
+  EXPECT_EQ(Status().payload_bytes(), 0u);
+  EXPECT_EQ(Status().ram_used_bytes(), Status().slab_cached_bytes());
 }
 
 }  // namespace
