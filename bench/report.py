@@ -192,7 +192,9 @@ def store():
               f"latency per round trip ({d.get('latency_unit')}); batch = {len(d.get('patterns', []) or [])} "
               f"patterns. Both servers and the client share the {d.get('cores')} cores. "
               "Ratios are ramster/memcached of medians measured in the same process, rounds alternating "
-              "which system goes first.\n")
+              "which system goes first. The server runs with `--recompress-level=0` here (server_bench "
+              "`--server_recompress_level`): this suite measures the store path and what a page costs beyond "
+              "its payload as stored; recompression shows in suite 5.\n")
     md.append("| pattern | op | system | pages/s | p50 us | p99 us | server CPU us/page |")
     md.append("|---|---|---|---|---|---|---|")
     for r in d["results"]:
@@ -468,9 +470,12 @@ def memory(runs):
               "slots, as zram's orig_data_size counts same-filled pages); donor RAM = sum of the servers' ram_used_bytes, "
               "and the servers' RSS growth since the first sample, less what they gave back lazily (MADV_FREE: "
               "smaps_rollup LazyFree, which the kernel takes whenever it wants memory). With replicas 2, each logical "
-              "page has two copies.\n")
-    md.append("| backend | logical MiB | donor RAM MiB (account) | donor RSS growth MiB (LazyFree) | logical/donor (account) | logical/donor (RSS) | bytes per logical page (account) | shim RSS max MiB |")
-    md.append("|---|---|---|---|---|---|---|---|")
+              "page has two copies. The servers run with their default recompression (`--recompress-level=2`: a "
+              "SCHED_IDLE thread re-encodes the LZ4 pages in RAM with LZ4HC, once each; see README); zram runs lz4 "
+              "without its own recompression. The last column is what the servers had recompressed by the sample "
+              "(pages, and the payload bytes that saved).\n")
+    md.append("| backend | logical MiB | donor RAM MiB (account) | donor RSS growth MiB (LazyFree) | logical/donor (account) | logical/donor (RSS) | bytes per logical page (account) | shim RSS max MiB | recompressed pages (MiB saved) |")
+    md.append("|---|---|---|---|---|---|---|---|---|")
     MiB = 1048576
     zr = []
     for r in runs:
@@ -485,7 +490,7 @@ def memory(runs):
     if zr:
         o, c, u = sorted(zr)[len(zr) // 2]
         md.append(f"| zram-lz4 | {o / MiB:.1f} | {u / MiB:.1f} (compressed {c / MiB:.1f}) | - | {fs(zratio)} | - | "
-                  f"{u / (o / 4096):.0f} | - |")
+                  f"{u / (o / 4096):.0f} | - | - |")
     for b in ("ramster-r1", "ramster-r2"):
         per = []
         for r in runs:
@@ -503,17 +508,21 @@ def memory(runs):
             rss = held_rss(best) - base_rss
             lazy = sum(best.get("server_lazyfree", []))
             shim_rss = max(max(s.get("shim_rss", 0), s["shim"].get("rss_bytes", 0)) for s in ss)
+            recompressed = sum(n.get("ops", {}).get("pages_recompressed", 0) for n in nodes)
+            saved = sum(n.get("ops", {}).get("recompressed_bytes_saved", 0) for n in nodes)
             if logical and used:
                 per.append({"logical": logical, "used": used, "rss": rss, "lazy": lazy, "shim_rss": shim_rss,
-                            "slotmap": best["shim"].get("slot_map_bytes_per_slot")})
+                            "slotmap": best["shim"].get("slot_map_bytes_per_slot"),
+                            "recompressed": recompressed, "saved": saved})
         if not per:
-            md.append(f"| {b} | n/a | | | | | | |")
+            md.append(f"| {b} | n/a | | | | | | | |")
             continue
         ra = stat([p["logical"] / p["used"] for p in per])
         rr = stat([p["logical"] / p["rss"] for p in per if p["rss"] > 0])
         p = sorted(per, key=lambda p: p["logical"] / p["used"])[len(per) // 2]
         md.append(f"| {b} | {p['logical'] / MiB:.1f} | {p['used'] / MiB:.1f} | {p['rss'] / MiB:.1f} ({p['lazy'] / MiB:.1f}) | {fs(ra)} | {fs(rr)} | "
-                  f"{p['used'] / (p['logical'] / 4096):.0f} | {p['shim_rss'] / MiB:.1f} |")
+                  f"{p['used'] / (p['logical'] / 4096):.0f} | {p['shim_rss'] / MiB:.1f} | "
+                  f"{p['recompressed']} ({p['saved'] / MiB:.1f}) |")
         if b == "ramster-r1":
             summary.append(("5 memory", "logical bytes / donor RAM (ram_used_bytes), replicas 1", fs(ra),
                             "zram " + fs(zratio), fs(stat([a / zratio[0] for a in [ra[0]]])) + "x" if ra and zratio else "n/a",
@@ -582,8 +591,8 @@ def scale():
         ax.set_title("client_bench pages/s per configuration")
         ax.legend()
         md.append(f"\n![scale]({savefig(fig, 'scale.png')})\n")
-    md.append("\nIndex overhead: the first fill of a fresh ramster-server (server_bench --systems=ramster), "
-              "bytes per page beyond the compressed payload.\n")
+    md.append("\nIndex overhead: the first fill of a fresh ramster-server (server_bench --systems=ramster, "
+              "recompression off as in suite 2), bytes per page beyond the compressed payload.\n")
     md.append("| pages | fill pages/s | RSS delta B/page | ram_used_bytes B/page | payload B/page | RSS overhead B/page | account overhead B/page |")
     md.append("|---|---|---|---|---|---|---|")
     for path in sorted(glob.glob(os.path.join(RAW, "index-*.json")), key=lambda p: int(re.findall(r"\d+", os.path.basename(p))[0])):
