@@ -71,11 +71,11 @@ absl::Status ValidateEncodedShape(uint32_t encoding, size_t payload_size,
                                   uint32_t uncompressed_length);
 
 // LZ4HC: the same LZ4 block format (DecodePage reads it as kLz4, at the
-// same speed), 10-35% smaller on compressible pages and 4-8x slower to
+// same speed), 7-25% smaller on the pages measured below and 3-4x slower to
 // make. For a node's spare CPU (server/node.h: recompression), not for the
 // store path. Measured on this machine, level 2 against LZ4_compress_default:
-// the swap workload's text pages 1.87 -> 2.48 (21 us a page), files from
-// /usr 2.03 -> 2.17 (17 us).
+// the swap workload's text pages 1.87 -> 2.48 (~22 us a page), files from
+// /usr 2.03 -> 2.17 (~19 us).
 //
 // Thread safety: one encoder per thread (it owns LZ4HC's ~256 KiB state).
 class Lz4HcEncoder {

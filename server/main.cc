@@ -48,9 +48,12 @@ ABSL_FLAG(absl::Duration, poll_requests, absl::ZeroDuration(),
           "between tries (one polling thread at a time; 0, the default: never). Spends the "
           "donor's idle CPU for its clients' latency (150us: QD1 reads 69 -> 56 us here)");
 ABSL_FLAG(int, recompress_level, 2,
-          "LZ4HC level (1-12) at which a thread of the lowest priority (SCHED_IDLE) "
-          "recompresses the pages clients stored with LZ4, once each, with CPU time nothing "
-          "else wants; 0: never. Level 2 makes text-like pages 7-25% smaller at ~20 us a page");
+          "LZ4HC level (1-12) at which a thread of the lowest priority (SCHED_IDLE, at most a "
+          "fifth of one CPU) recompresses the pages clients stored with LZ4, once each; 0: "
+          "never. Level 2 makes text-like pages 7-25% smaller at ~20 us a page");
+ABSL_FLAG(absl::Duration, recompress_age, absl::Seconds(1),
+          "recompress a page once it has been stored this long (pages replaced or freed "
+          "sooner are not worth the CPU)");
 ABSL_FLAG(int, io_threads, 1,
           "threads taking calls off gRPC's completion queues (one queue each); they answer "
           "what RAM alone can answer");
@@ -75,6 +78,11 @@ int Run() {
   options.default_client_quota = absl::GetFlag(FLAGS_client_quota).bytes;
   options.lease = absl::GetFlag(FLAGS_lease);
   options.recompress_level = absl::GetFlag(FLAGS_recompress_level);
+  options.recompress_age = absl::GetFlag(FLAGS_recompress_age);
+  if (options.recompress_age < absl::ZeroDuration()) {
+    fprintf(stderr, "ramster-server: --recompress-age must not be negative\n");
+    return 2;
+  }
   if (options.recompress_level < 0 || options.recompress_level > Lz4HcEncoder::kMaxLevel) {
     fprintf(stderr, "ramster-server: --recompress-level must be 0..%d\n",
             Lz4HcEncoder::kMaxLevel);

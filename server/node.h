@@ -62,6 +62,10 @@ struct NodeOptions {
   // LZ4HC level (1..12) at which a thread of the lowest priority
   // recompresses the LZ4 pages in RAM (RecompressSome); 0: none.
   int recompress_level = 0;
+  // A page is recompressed once it has been stored at least this long (and
+  // at most about twice this long plus the thread's pause): pages that are
+  // replaced or freed sooner are not worth the CPU.
+  absl::Duration recompress_age = absl::Seconds(1);
   // False: no thread; only RecompressSome calls recompress (tests).
   bool recompress_thread = true;
 };
@@ -148,26 +152,32 @@ class Node {
   void RunMaintenanceForTest() { Maintain(); }
 
   // Recompression: denser payloads for the pages a node holds, made with
-  // CPU time nothing else wants. Clients encode with LZ4 at its fastest,
-  // because their CPU is busy when they swap; a donor re-encodes each LZ4
-  // page in RAM once with LZ4HC (options().recompress_level), the same
-  // block format, so loads and clients see no difference but a shorter
-  // payload. A page moves to the smaller slab object only when that is a
-  // smaller size class; either way it is marked and not looked at again
-  // (a new store of the key is a new copy). The old copy is read, and the
-  // new one put in its place, under the shard lock, each only if the entry
-  // still names the same copy; the encoding runs outside it. The new
+  // spare CPU. Clients encode with LZ4 at its fastest, because their CPU
+  // is busy when they swap; a donor re-encodes each LZ4 page in RAM that
+  // has stayed a while once with LZ4HC (options().recompress_level), the
+  // same block format, so loads and clients see no difference but a
+  // shorter payload. A page moves to the smaller slab object only when that
+  // is a smaller size class; either way it is marked and not looked at
+  // again (a new store of the key is a new copy). The old copy is read, and
+  // the new one put in its place, under the shard lock, each only if the
+  // entry still names the same copy; the encoding runs outside it. The new
   // payload is decoded and checked against the page's checksum before it
   // replaces the old one. The page's owner is charged for the smaller
   // payload from then on.
   //
-  // Walks the index from where the last call stopped and recompresses the
-  // pages it finds, until it has looked at `max_pages` of them or walked
-  // every shard once. Returns how many it dealt with (recompressed, or
-  // found not worth it): 0 when there was nothing to do, or no RAM beside
-  // the old copies for new ones (those are tried again on a later walk),
-  // or recompression is off. Open starts a thread (SCHED_IDLE) that calls
-  // it while it finds work, and after new stores.
+  // The work goes in walks over the whole index, at most one per
+  // options().recompress_age: a walk marks the LZ4 copies it sees for the
+  // first time and recompresses those an earlier walk marked, so a copy
+  // replaced or freed within one age never costs the CPU (under a stream
+  // of overwrites, most of them). A walk is started only when the last one
+  // left work for the next, or pages were stored since it started.
+  //
+  // Goes on with the current walk, and starts the next whenever one is
+  // due, until it has looked at `max_pages` copies or no walk is due.
+  // Returns how many copies it marked or recompressed (or found not worth
+  // it): 0 when there was nothing to do now, or recompression is off.
+  // Open starts a thread (SCHED_IDLE, and at most a fifth of one CPU)
+  // that calls it.
   uint64_t RecompressSome(uint64_t max_pages);
 
  private:

@@ -39,6 +39,9 @@ class PageEntry {
   // The recompressor has seen this copy: its payload is the denser one, or
   // a denser one would not have been smaller (Node::RecompressSome).
   static constexpr uint8_t kRecompressed = 8;
+  // A recompressor's walk has passed this copy; the next one recompresses
+  // it (Node::RecompressSome).
+  static constexpr uint8_t kWalked = 16;
   static constexpr uint64_t kMaxHandle = (uint64_t{1} << 40) - 1;
   static constexpr uint32_t kMaxLength = (1u << 13) - 1;
   static constexpr uint32_t kMaxEncoding = 7;
