@@ -470,9 +470,9 @@ def memory(runs):
               "slots, as zram's orig_data_size counts same-filled pages); donor RAM = sum of the servers' ram_used_bytes, "
               "and the servers' RSS growth since the first sample, less what they gave back lazily (MADV_FREE: "
               "smaps_rollup LazyFree, which the kernel takes whenever it wants memory). With replicas 2, each logical "
-              "page has two copies. The servers run with their default recompression (`--recompress-level=2`: a "
-              "SCHED_IDLE thread re-encodes the LZ4 pages in RAM with LZ4HC, once each; see README); zram runs lz4 "
-              "without its own recompression. The last column is what the servers had recompressed by the sample "
+              "page has two copies. The servers run with their default recompression (`--recompress-level=2`, "
+              "`--recompress-age=1s`: a SCHED_IDLE thread re-encodes each LZ4 page that has stayed in RAM for 1 s "
+              "once, with LZ4HC; see README); zram runs lz4 without its own recompression. The last column is what the servers had recompressed by the sample "
               "(pages, and the payload bytes that saved).\n")
     md.append("| backend | logical MiB | donor RAM MiB (account) | donor RSS growth MiB (LazyFree) | logical/donor (account) | logical/donor (RSS) | bytes per logical page (account) | shim RSS max MiB | recompressed pages (MiB saved) |")
     md.append("|---|---|---|---|---|---|---|---|---|")

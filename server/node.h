@@ -62,9 +62,9 @@ struct NodeOptions {
   // LZ4HC level (1..12) at which a thread of the lowest priority
   // recompresses the LZ4 pages in RAM (RecompressSome); 0: none.
   int recompress_level = 0;
-  // A page is recompressed once it has been stored at least this long (and
-  // at most about twice this long plus the thread's pause): pages that are
-  // replaced or freed sooner are not worth the CPU.
+  // A page is recompressed once it has been stored at least this long (and,
+  // while the walker keeps up, within about twice this long): pages that
+  // are replaced or freed sooner are not worth the CPU.
   absl::Duration recompress_age = absl::Seconds(1);
   // False: no thread; only RecompressSome calls recompress (tests).
   bool recompress_thread = true;
