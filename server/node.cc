@@ -894,7 +894,12 @@ uint64_t Node::RecompressSome(uint64_t max_pages) {
     clients = clients_by_id_;
   }
   uint64_t looked = 0, done = 0;
-  while (looked < max_pages && (r->walking || start())) {
+  bool started = false;  // at most one walk starts per call: bounded work
+  while (looked < max_pages) {
+    if (!r->walking) {
+      if (started || !start()) break;
+      started = true;
+    }
     Shard& shard = shards_[r->shard];
     r->found.clear();
     uint64_t marked = 0;

@@ -172,8 +172,8 @@ class Node {
   // of overwrites, most of them). A walk is started only when the last one
   // left work for the next, or pages were stored since it started.
   //
-  // Goes on with the current walk, and starts the next whenever one is
-  // due, until it has looked at `max_pages` copies or no walk is due.
+  // Goes on with the current walk, and starts the next if one is due (one
+  // at most), until it has looked at `max_pages` copies or its walk ends.
   // Returns how many copies it marked or recompressed (or found not worth
   // it): 0 when there was nothing to do now, or recompression is off.
   // Open starts a thread (SCHED_IDLE, and at most a fifth of one CPU)
