@@ -8,6 +8,7 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <optional>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
@@ -972,21 +973,22 @@ bool Node::RecompressOne(Shard& shard, const RecompressCandidate& cand, Client* 
            .ok()) {
     length = 0;
   }
-  absl::StatusOr<uint64_t> handle = absl::UnavailableError("not smaller");
+  std::optional<uint64_t> handle;  // the new copy's, when there is one
   if (length > 0) {
-    handle = slab_.Allocate(static_cast<uint32_t>(length));
+    absl::StatusOr<uint64_t> h = slab_.Allocate(static_cast<uint32_t>(length));
     // No room for the new copy beside the old one: the page stays as it
     // is, to be tried again on a later walk.
-    if (!handle.ok()) return false;
+    if (!h.ok()) return false;
+    handle = *h;
   }
   MutexLock lock(&shard.mu);
   Entry* e = shard.table.Find(cand.key);
   if (!cand.Is(e)) {
-    if (handle.ok()) slab_.Free(*handle);
+    if (handle) slab_.Free(*handle);
     return true;
   }
   e->set_flag(Entry::kRecompressed);
-  if (!handle.ok()) return true;
+  if (!handle) return true;
   std::memcpy(slab_.Resolve(*handle), r->new_payload, length);
   slab_.Free(cand.handle);
   e->set_handle(*handle);

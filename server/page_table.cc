@@ -2,6 +2,7 @@
 
 #include <bit>
 #include <cstdlib>
+#include <limits>
 #include <new>
 #include <vector>
 
@@ -129,13 +130,8 @@ uint64_t PageTable::Erase(const PageTableKey& k) {
 }
 
 void PageTable::ForEach(absl::FunctionRef<void(const PageTableKey&, PageEntry&)> fn) {
-  for (auto& [bk, b] : blocks_) {
-    PageEntry* entries = b->entries();
-    int rank = 0;
-    for (uint64_t m = b->mask; m != 0; m &= m - 1, ++rank) {
-      fn(KeyOf(bk, std::countr_zero(m)), entries[rank]);
-    }
-  }
+  Cursor whole;  // fresh: from the first block, to the end in one piece
+  ForEachFrom(&whole, std::numeric_limits<int>::max(), fn);
 }
 
 bool PageTable::ForEachFrom(Cursor* cursor, int max_blocks,
