@@ -877,7 +877,7 @@ uint64_t Node::RecompressSome(uint64_t max_pages) {
   if (r == nullptr) return 0;
   // Starts a walk if one is due.
   auto start = [&] {
-    const absl::Time now = absl::Now();
+    const absl::Time now = options_.recompress_clock();
     const uint64_t stores = ops_.stores.load(std::memory_order_relaxed);
     if (now < r->walk_started + options_.recompress_age) return false;
     if (!r->work_left && stores == r->stores_at_walk_start) return false;

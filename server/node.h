@@ -24,6 +24,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <shared_mutex>
 #include <string>
@@ -68,6 +69,8 @@ struct NodeOptions {
   absl::Duration recompress_age = absl::Seconds(1);
   // False: no thread; only RecompressSome calls recompress (tests).
   bool recompress_thread = true;
+  // The clock recompression walks are timed by (tests step their own).
+  std::function<absl::Time()> recompress_clock = absl::Now;
 };
 
 // Request limits (see proto/README.md).

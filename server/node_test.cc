@@ -64,6 +64,7 @@ class NodeTest : public ::testing::Test {
     o.recompress_level = recompress_level_;
     o.recompress_thread = recompress_thread_;
     o.recompress_age = recompress_age_;
+    if (step_clock_) o.recompress_clock = [this] { return now_; };
     // Tests drive maintenance themselves.
     o.maintenance_interval = absl::Hours(1);
     node_.reset();
@@ -143,6 +144,9 @@ class NodeTest : public ::testing::Test {
   int recompress_level_ = 0;
   bool recompress_thread_ = false;  // tests call RecompressSome themselves
   absl::Duration recompress_age_ = absl::ZeroDuration();
+  // True: recompression walks are timed by now_, which the test steps.
+  bool step_clock_ = false;
+  absl::Time now_ = absl::UnixEpoch();
 
   // Recompression walks until nothing is left; returns the copies marked or
   // recompressed on the way.
@@ -808,6 +812,7 @@ TEST_F(NodeTest, TheRecompressionThreadTakesNewStores) {
 TEST_F(NodeTest, RecompressionWaitsUntilACopyIsOneAgeOld) {
   recompress_level_ = 2;
   recompress_age_ = absl::Milliseconds(300);
+  step_clock_ = true;
   Start(16 << 20, 64 << 20);
   Open("a", 1);
   for (uint64_t i = 0; i < 10; ++i) {
@@ -818,15 +823,15 @@ TEST_F(NodeTest, RecompressionWaitsUntilACopyIsOneAgeOld) {
   EXPECT_EQ(Status().ops().pages_recompressed(), 0u);
   // A copy stored meanwhile is new to the next walk.
   ASSERT_EQ(StorePage("a", 1, WirePage(kSwapPool, 0, TextPage(100), 2)), absl::StatusCode::kOk);
-  absl::SleepFor(absl::Milliseconds(350));
+  now_ += absl::Milliseconds(350);
   EXPECT_EQ(node_->RecompressSome(64), 10u);  // 9 recompressed, the new copy marked
   EXPECT_EQ(Status().ops().pages_recompressed(), 9u);
   EXPECT_EQ(node_->RecompressSome(64), 0u);
-  absl::SleepFor(absl::Milliseconds(350));
+  now_ += absl::Milliseconds(350);
   EXPECT_EQ(node_->RecompressSome(64), 1u);
   EXPECT_EQ(Status().ops().pages_recompressed(), 10u);
   // Nothing stored since, nothing marked: no walk at all.
-  absl::SleepFor(absl::Milliseconds(350));
+  now_ += absl::Milliseconds(350);
   EXPECT_EQ(node_->RecompressSome(64), 0u);
   std::vector<uint8_t> out;
   ASSERT_EQ(LoadPage("a", 1, kSwapPool, 0, &out), absl::StatusCode::kOk);
