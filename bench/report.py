@@ -630,6 +630,19 @@ def wakeup_line():
             "and fio's to the NBD server.")
 
 
+def wire_line():
+    w = load(os.path.join(RAW, "wire.json"))
+    if not w:
+        return "- Wire floor: not measured (bench/wire_probe did not run or failed)."
+    def us(k):
+        return f"{w[k]:.1f} us" if k in w else "n/a"
+    return ("- Wire floor (bench/wire_probe: a 64-byte request and a 2 KiB reply, about one compressed page, over loopback, "
+            f"median of {w.get('rounds')} x {w.get('round_trips')} round trips): raw TCP {us('tcp_same_cpu_us')} per round trip "
+            f"with both ends on one CPU, {us('tcp_unpinned_us')} unpinned; one gRPC stream (ByteBuffers, each side on a "
+            f"completion queue, as ramster's page streams) {us('grpc_same_cpu_us')} on one CPU, {us('grpc_unpinned_us')} unpinned. "
+            "On one CPU the time is the CPU both ends spend: what the page path's wire costs before any of ramster's work.")
+
+
 # ---------------------------------------------------------------- assemble
 h = meta.get("host", {})
 v = meta.get("versions", {})
@@ -644,6 +657,7 @@ head = [f"# ramster benchmark report ({meta.get('mode', '?')} mode, {meta.get('d
         f"- ramster commit {rm.get('commit')} ({rm.get('dirty_files')} files modified in the work tree), {rm.get('build')}.",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
         wakeup_line(),
+        wire_line(),
         f"- Runs per figure: {RUNS}; total bench time {end.get('total_seconds', '?')} s.",
         "- `swapon --show` at start: " + (("`" + meta.get("swapon_show_start").replace("\n", "; ") + "`") if meta.get("swapon_show_start") else "no swap devices") + ".",
         "\n## Summary\n"]

@@ -119,7 +119,7 @@ source "$ROOT/bench/suites/lib.sh"
 
 log "bench ($MODE, $RUNS run(s) per figure) -> ${OUT#$ROOT/}"
 for b in "$SERVER" "$SHIM" "$CTL" "$WORKLOAD" "$BIN/bench/codec_bench" "$BIN/bench/server_bench" "$BIN/bench/client_bench" \
-         "$BIN/bench/wakeup_probe"; do
+         "$BIN/bench/wakeup_probe" "$BIN/bench/wire_probe"; do
   [ -x "$b" ] || { echo "bench: missing $b (run ./ramster build)" >&2; exit 1; }
 done
 meta
@@ -128,6 +128,10 @@ START_ALL=$(date +%s)
 if [ $QUICK = 1 ]; then probe_size=(--rounds=3 --round_trips=5000); else probe_size=(--rounds=5 --round_trips=20000); fi
 run "$BIN/bench/wakeup_probe" "${probe_size[@]}" --json="$RAW/wakeup.json" 2>/dev/null ||
   note "wakeup_probe failed: no wakeup figures in the machine section"
+# And what one page's round trip costs before ramster's own work: raw TCP against a gRPC stream.
+if [ $QUICK = 1 ]; then wire_size=(--rounds=3 --round_trips=2000); else wire_size=(--rounds=5 --round_trips=10000); fi
+run "$BIN/bench/wire_probe" "${wire_size[@]}" --json="$RAW/wire.json" 2>/dev/null ||
+  note "wire_probe failed: no wire figures in the machine section"
 : >"$RAW/status.tsv"
 IFS=',' read -r -a SUITE_LIST <<<"$SUITES"
 for s in "${SUITE_LIST[@]}"; do
