@@ -22,7 +22,6 @@
 #include <sched.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -32,7 +31,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "bench/round_trip_probe.h"
 
 ABSL_FLAG(int, rounds, 5, "timed rounds per placement");
 ABSL_FLAG(int, round_trips, 20000, "round trips per round");
@@ -109,22 +108,13 @@ double Round(int cpu_a, int cpu_b, int round_trips) {
   return us;
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   const int rounds = absl::GetFlag(FLAGS_rounds);
   const int round_trips = absl::GetFlag(FLAGS_round_trips);
-  if (rounds < 1 || rounds > 1000 || round_trips < 1 || round_trips > 10000000) {
-    fprintf(stderr, "wakeup_probe: --rounds must be 1..1000, --round_trips 1..10000000\n");
-    return 2;
-  }
+  if (!ramster::RoundTripFlagsValid("wakeup_probe", rounds, round_trips)) return 2;
   // The last two CPUs this process may run on.
   cpu_set_t allowed;
   std::vector<int> cpus;
@@ -149,31 +139,12 @@ int main(int argc, char** argv) {
                                      absl::StrCat("\"rounds\": ", rounds),
                                      absl::StrCat("\"round_trips\": ", round_trips)};
   for (const Placement& p : placements) {
-    Round(p.a, p.b, std::max(1, round_trips / 10));  // warm-up
-    std::vector<double> us;
-    for (int r = 0; r < rounds; ++r) {
-      const double u = Round(p.a, p.b, round_trips);
-      if (u < 0) {
-        fprintf(stderr, "wakeup_probe: %s: a pipe, a thread or the pinning failed\n", p.name);
-        return 1;
-      }
-      us.push_back(u);
+    if (!ramster::MeasureRoundTrips(
+            "wakeup_probe", p.name, rounds, round_trips,
+            [&p](int trips) { return Round(p.a, p.b, trips); },
+            "a pipe, a thread or the pinning failed", &fields)) {
+      return 1;
     }
-    fields.push_back(absl::StrCat("\"", p.name, "_us\": ", Median(us), ", \"", p.name,
-                                  "_rounds_us\": [", absl::StrJoin(us, ", "), "]"));
-    fprintf(stderr, "wakeup_probe: %s %.1f us per round trip (median of %d)\n", p.name, Median(us),
-            rounds);
   }
-  const std::string json = absl::StrCat("{", absl::StrJoin(fields, ", "), "}\n");
-  const std::string path = absl::GetFlag(FLAGS_json);
-  if (path.empty()) {
-    fputs(json.c_str(), stdout);
-    return 0;
-  }
-  FILE* f = fopen(path.c_str(), "w");
-  if (f == nullptr || fputs(json.c_str(), f) < 0 || fclose(f) != 0) {
-    fprintf(stderr, "wakeup_probe: cannot write %s\n", path.c_str());
-    return 1;
-  }
-  return 0;
+  return ramster::WriteRoundTripJson("wakeup_probe", fields, absl::GetFlag(FLAGS_json));
 }

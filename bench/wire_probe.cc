@@ -31,11 +31,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -44,7 +42,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "bench/round_trip_probe.h"
 
 ABSL_FLAG(int, rounds, 5, "timed rounds per wire and placement");
 ABSL_FLAG(int, round_trips, 10000, "round trips per round");
@@ -250,22 +248,13 @@ double GrpcRound(int cpu, const cpu_set_t& all, int trips) {
   return server_ok ? us : -1;
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   const int rounds = absl::GetFlag(FLAGS_rounds);
   const int round_trips = absl::GetFlag(FLAGS_round_trips);
-  if (rounds < 1 || rounds > 1000 || round_trips < 1 || round_trips > 10000000) {
-    fprintf(stderr, "wire_probe: --rounds must be 1..1000, --round_trips 1..10000000\n");
-    return 2;
-  }
+  if (!ramster::RoundTripFlagsValid("wire_probe", rounds, round_trips)) return 2;
   cpu_set_t all;
   if (sched_getaffinity(0, sizeof(all), &all) != 0) {
     fprintf(stderr, "wire_probe: sched_getaffinity failed\n");
@@ -277,7 +266,7 @@ int main(int argc, char** argv) {
   }
   struct Wire {
     const char* name;
-    std::function<double(int, const cpu_set_t&, int)> round;
+    double (*round)(int cpu, const cpu_set_t& all, int trips);
   };
   const Wire wires[] = {{"tcp", TcpRound}, {"grpc", GrpcRound}};
   const std::pair<const char*, int> placements[] = {{"same_cpu", last_cpu},
@@ -288,34 +277,13 @@ int main(int argc, char** argv) {
                                      absl::StrCat("\"reply_bytes\": ", kReplyBytes)};
   for (const Wire& wire : wires) {
     for (const auto& [placement, cpu] : placements) {
-      wire.round(cpu, all, std::max(1, round_trips / 10));  // warm-up
-      std::vector<double> us;
-      for (int r = 0; r < rounds; ++r) {
-        const double u = wire.round(cpu, all, round_trips);
-        if (u < 0) {
-          fprintf(stderr, "wire_probe: %s %s: a socket, a call or the pinning failed\n", wire.name,
-                  placement);
-          return 1;
-        }
-        us.push_back(u);
+      if (!ramster::MeasureRoundTrips(
+              "wire_probe", absl::StrCat(wire.name, "_", placement), rounds, round_trips,
+              [&](int trips) { return wire.round(cpu, all, trips); },
+              "a socket, a call or the pinning failed", &fields)) {
+        return 1;
       }
-      const std::string key = absl::StrCat(wire.name, "_", placement);
-      fields.push_back(absl::StrCat("\"", key, "_us\": ", Median(us), ", \"", key,
-                                    "_rounds_us\": [", absl::StrJoin(us, ", "), "]"));
-      fprintf(stderr, "wire_probe: %s %s %.1f us per round trip (median of %d)\n", wire.name,
-              placement, Median(us), rounds);
     }
   }
-  const std::string json = absl::StrCat("{", absl::StrJoin(fields, ", "), "}\n");
-  const std::string path = absl::GetFlag(FLAGS_json);
-  if (path.empty()) {
-    fputs(json.c_str(), stdout);
-    return 0;
-  }
-  FILE* f = fopen(path.c_str(), "w");
-  if (f == nullptr || fputs(json.c_str(), f) < 0 || fclose(f) != 0) {
-    fprintf(stderr, "wire_probe: cannot write %s\n", path.c_str());
-    return 1;
-  }
-  return 0;
+  return ramster::WriteRoundTripJson("wire_probe", fields, absl::GetFlag(FLAGS_json));
 }
