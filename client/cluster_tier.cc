@@ -399,7 +399,8 @@ std::vector<ClusterTier::PeerView> ClusterTier::peers() const {
   for (auto& p : peers_) {
     out.push_back(PeerView{p->address(), p->node_id(), p->up(), p->draining(), p->eligible(),
                            p->stores_sent(), p->store_batches(), p->invalidates_sent(),
-                           p->stream_retries()});
+                           p->stream_retries(), p->link_usable(), p->link_calls(),
+                           p->link_failures()});
   }
   return out;
 }

@@ -104,8 +104,12 @@ class ClusterTier final : public Tier {
     std::string address, node_id;
     bool up, draining, eligible;
     uint64_t stores, batches, invalidates;
-    // Requests sent again on a new page stream after an idle one failed.
+    // Requests sent again on a new page stream or link after an idle one
+    // failed.
     uint64_t stream_retries;
+    // Page calls sent on the peer's page link; new links that failed.
+    bool link_usable;
+    uint64_t link_calls, link_failures;
   };
   std::vector<PeerView> peers() const;
   uint64_t repaired() const { return repaired_.load(); }

@@ -1,10 +1,21 @@
 #include "client/peer.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "common/busy_poll.h"
 #include "common/client_identity.h"
 #include "common/completion_queue.h"
 #include "common/grpc_status.h"
@@ -18,6 +29,8 @@ namespace {
 // epoch.
 constexpr size_t kMaxInvalidateBatch = 512;
 constexpr size_t kMaxQueuedInvalidates = 1 << 16;
+// The longest page link frame (the server's PageLink::kMaxFrameBytes).
+constexpr uint32_t kMaxLinkFrameBytes = 4 << 20;
 
 // The uids of the peers that exist: a thread drops its streams to peers
 // that are gone when it next makes a stream.
@@ -70,11 +83,119 @@ class PageStream {
   std::unique_ptr<grpc::ClientAsyncReaderWriter<v1::PagesRequest, v1::PagesReply>> rw;
 };
 
+// One page link to a peer, on one thread: a connected socket, its hello
+// sent. Closed with the object.
+class PageLinkConnection {
+ public:
+  PageLinkConnection(uint64_t peer_uid, uint64_t epoch, int fd)
+      : peer_uid(peer_uid), epoch(epoch), fd(fd) {}
+  ~PageLinkConnection() { close(fd); }
+  PageLinkConnection(const PageLinkConnection&) = delete;
+  PageLinkConnection& operator=(const PageLinkConnection&) = delete;
+
+  const uint64_t peer_uid;
+  const uint64_t epoch;  // the peer's link_epoch_ when it was made
+  const int fd;
+};
+
 namespace {
+
+// A page link frame: the 4-byte big-endian length of `message`, then it.
+void Frame(const google::protobuf::MessageLite& message, std::string* out) {
+  out->assign(sizeof(uint32_t), '\0');
+  message.AppendToString(out);
+  const uint32_t length = htonl(static_cast<uint32_t>(out->size() - sizeof(uint32_t)));
+  std::memcpy(out->data(), &length, sizeof(length));
+}
+
+// Sends all of `data` (blocking up to the socket's send timeout).
+bool SendAll(int fd, const std::string& data) {
+  size_t sent = 0;
+  while (sent < data.size()) {
+    ssize_t n = send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    sent += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+enum class LinkRead { kOk, kClosed, kTimedOut, kFailed };
+
+// Reads exactly `n` bytes by `deadline`.
+LinkRead ReadAllBy(int fd, void* buf, size_t n, absl::Time deadline) {
+  auto* p = static_cast<char*>(buf);
+  while (n > 0) {
+    ssize_t r = recv(fd, p, n, MSG_DONTWAIT);
+    if (r > 0) {
+      p += r;
+      n -= static_cast<size_t>(r);
+      continue;
+    }
+    if (r == 0) return LinkRead::kClosed;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return LinkRead::kFailed;
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) return LinkRead::kTimedOut;
+    pollfd pfd{fd, POLLIN, 0};
+    const int64_t ms = absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1)));
+    if (poll(&pfd, 1, static_cast<int>(std::min<int64_t>(ms, 1 << 30))) < 0 && errno != EINTR) {
+      return LinkRead::kFailed;
+    }
+  }
+  return LinkRead::kOk;
+}
+
+// Reads the reply of a call sent on a page link into call->reply, polling
+// for it up to `poll` first (common/busy_poll.h), waiting no longer than the
+// call's deadline. Marks the call failed (and how) when it cannot.
+void ReadLinkReply(PageCall* call, absl::Duration poll_for) {
+  const int fd = call->link->fd;
+  BusyPoll::Poll(poll_for, [fd] {
+    pollfd pfd{fd, POLLIN, 0};
+    return poll(&pfd, 1, 0) > 0;
+  });
+  thread_local std::string body;
+  uint32_t wire = 0;
+  LinkRead r = ReadAllBy(fd, &wire, sizeof(wire), call->deadline);
+  const uint32_t length = ntohl(wire);
+  if (r == LinkRead::kOk) {
+    if (length > kMaxLinkFrameBytes) {
+      r = LinkRead::kFailed;
+      errno = EMSGSIZE;
+    } else {
+      body.resize(length);
+      r = ReadAllBy(fd, body.data(), length, call->deadline);
+    }
+  }
+  call->pending = 0;
+  switch (r) {
+    case LinkRead::kOk:
+      if (!call->reply->ParseFromString(body)) {
+        call->failed = true;
+        call->status = grpc::Status(grpc::StatusCode::INTERNAL, "page link reply does not parse");
+      }
+      break;
+    case LinkRead::kClosed:
+      call->failed = true;
+      call->status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "page link closed by the peer");
+      break;
+    case LinkRead::kTimedOut:
+      call->failed = call->timed_out = true;
+      break;
+    case LinkRead::kFailed:
+      call->failed = true;
+      call->status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                  absl::StrCat("page link: ", strerror(errno)));
+      break;
+  }
+  if (body.capacity() > (64 << 10)) std::string().swap(body);
+}
 
 // A thread's queue, its idle streams and its calls in flight.
 struct ThreadCalls {
   ~ThreadCalls() {
+    idle_links.clear();
     idle.clear();  // no operation pending on them: nothing comes back
     queue.Shutdown();
     void* tag = nullptr;
@@ -94,11 +215,20 @@ struct ThreadCalls {
         idle.erase(it++);
       }
     }
+    for (auto it = idle_links.begin(); it != idle_links.end();) {
+      if (live.uids.contains(it->first)) {
+        ++it;
+      } else {
+        idle_links.erase(it++);
+      }
+    }
   }
 
   grpc::CompletionQueue queue;
   // Peer uid -> streams to it with no request in flight.
   absl::flat_hash_map<uint64_t, std::vector<std::unique_ptr<PageStream>>> idle;
+  // Peer uid -> page links to it with no request in flight.
+  absl::flat_hash_map<uint64_t, std::vector<std::unique_ptr<PageLinkConnection>>> idle_links;
   // Started and not yet complete.
   std::vector<PageCall*> open;
 };
@@ -130,6 +260,34 @@ PageCall::~PageCall() = default;
 void AwaitCalls(absl::Duration poll, absl::FunctionRef<void(PageCall*)> finish) {
   ThreadCalls& calls = Calls();
   while (!calls.open.empty()) {
+    // Calls on page links first: their requests are out (the peers work on
+    // them meanwhile), and each reply is read in turn.
+    auto on_link = std::find_if(calls.open.begin(), calls.open.end(),
+                                [](PageCall* call) { return call->link != nullptr; });
+    if (on_link != calls.open.end()) {
+      PageCall* call = *on_link;
+      calls.open.erase(on_link);
+      if (call->pending > 0) ReadLinkReply(call, poll);
+      if (call->failed && !call->timed_out && !call->retried) {
+        // Once more, within the same deadline: on a new link when an idle
+        // one failed (it may have died unnoticed), on a page stream when a
+        // new one did (the link is not used until a health check reaches
+        // it again).
+        Peer* peer = call->peer;
+        if (call->fresh_stream) {
+          peer->link_ok_ = false;
+          peer->link_failures_++;
+        } else {
+          peer->stream_retries_++;
+        }
+        call->retried = true;
+        call->link.reset();
+        peer->StartPageCall(call, *call->request, call->reply, /*fresh=*/true);
+        continue;
+      }
+      finish(call);
+      continue;
+    }
     absl::Time deadline = absl::InfiniteFuture();
     for (PageCall* call : calls.open) {
       if (!call->timed_out) deadline = std::min(deadline, call->deadline);
@@ -157,7 +315,7 @@ void AwaitCalls(absl::Duration poll, absl::FunctionRef<void(PageCall*)> finish) 
         // dropped (EndPageCall).
         const absl::Time now = absl::Now();
         for (PageCall* call : calls.open) {
-          if (!call->timed_out && call->deadline <= now) {
+          if (!call->timed_out && call->deadline <= now && call->stream != nullptr) {
             call->timed_out = true;
             call->stream->context.TryCancel();
           }
@@ -198,6 +356,7 @@ void Peer::Connect() {
   std::shared_ptr<v1::PageStore::Stub> stub = v1::PageStore::NewStub(channel);
   MutexLock lock(&mu_);
   stub_ = std::move(stub);
+  link_epoch_++;  // links made before are dropped too
 }
 
 std::shared_ptr<v1::PageStore::Stub> Peer::stub() const {
@@ -278,6 +437,19 @@ void Peer::CheckHealth() {
   RecordCall(s);
   if (!s.ok()) return;
   draining_ = resp.draining();
+  const uint32_t link_port = options_.page_link ? resp.page_link_port() : 0;
+  if (link_port_.exchange(link_port) != link_port) {
+    link_epoch_++;
+    link_ok_ = false;
+  }
+  // A page link not in use (never reached, or a new one failed) is tried
+  // here, so that page calls never wait for a connect that may not come.
+  if (options_.page_link && link_port_.load() != 0 && !link_ok_.load()) {
+    if (const int fd = ConnectLink(); fd >= 0) {
+      close(fd);
+      link_ok_ = true;
+    }
+  }
   // Room for at least a few pages, or it counts as full until it has room.
   full_ = resp.client_free_bytes() < 16 * kPageSize || resp.ram_free_bytes() == 0;
 }
@@ -446,7 +618,19 @@ void Peer::FinishStore(StoreCall* call) {
 
 void Peer::StartPageCall(PageCall* call, const v1::PagesRequest& request,
                          v1::PagesReply* reply, bool fresh) {
+  if (!call->retried) {
+    call->peer = this;
+    call->deadline = absl::Now() + options_.call_timeout;
+  }
+  call->request = &request;
+  call->reply = reply;
+  call->failed = call->finishing = call->timed_out = false;
+  call->status = grpc::Status();
   ThreadCalls& calls = Calls();
+  if (link_usable() && StartLinkCall(call, request, fresh)) {
+    calls.open.push_back(call);
+    return;
+  }
   std::shared_ptr<v1::PageStore::Stub> current = stub();
   std::vector<std::unique_ptr<PageStream>>& idle = calls.idle[uid_];
   // A stream made before the peer was reconnected (CheckHealth) is dropped.
@@ -460,18 +644,85 @@ void Peer::StartPageCall(PageCall* call, const v1::PagesRequest& request,
     call->stream = std::make_unique<PageStream>(uid_, std::move(current), options_.client_id,
                                                 &calls.queue);
   }
-  if (!call->retried) {
-    call->peer = this;
-    call->deadline = absl::Now() + options_.call_timeout;
-  }
-  call->request = &request;
-  call->reply = reply;
   call->pending = 2;
-  call->failed = call->finishing = call->timed_out = false;
-  call->status = grpc::Status();
   call->stream->rw->Write(request, call);
   call->stream->rw->Read(reply, call);
   calls.open.push_back(call);
+}
+
+bool Peer::StartLinkCall(PageCall* call, const v1::PagesRequest& request, bool fresh) {
+  ThreadCalls& calls = Calls();
+  const uint64_t epoch = link_epoch_.load();
+  std::vector<std::unique_ptr<PageLinkConnection>>& idle = calls.idle_links[uid_];
+  while (!idle.empty() && idle.back()->epoch != epoch) idle.pop_back();
+  call->fresh_stream = fresh || idle.empty();
+  if (!call->fresh_stream) {
+    call->link = std::move(idle.back());
+    idle.pop_back();
+  } else {
+    calls.SweepGonePeers();
+    const int fd = ConnectLink();
+    if (fd < 0) {
+      link_ok_ = false;
+      link_failures_++;
+      return false;
+    }
+    call->link = std::make_unique<PageLinkConnection>(uid_, epoch, fd);
+  }
+  thread_local std::string frame;
+  Frame(request, &frame);
+  link_calls_++;
+  if (SendAll(call->link->fd, frame)) {
+    call->pending = 1;
+  } else {
+    call->pending = 0;
+    call->failed = true;
+    call->status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                absl::StrCat("page link: ", strerror(errno)));
+  }
+  if (frame.capacity() > (64 << 10)) std::string().swap(frame);
+  return true;
+}
+
+int Peer::ConnectLink() const {
+  const uint32_t port = link_port_.load();
+  if (port == 0) return -1;
+  std::string host = address_.substr(0, address_.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return -1;
+  // Bounds the connect and every send; reads are bounded by each call's
+  // deadline (ReadLinkReply).
+  const timeval timeout = absl::ToTimeval(options_.call_timeout);
+  int fd = -1;
+  for (addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
+    fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+    if (connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+      close(fd);
+      fd = -1;
+    }
+  }
+  freeaddrinfo(found);
+  if (fd < 0) return -1;
+  const int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  v1::PageLinkHello hello;
+  hello.set_client_id(options_.client_id);
+  std::string frame;
+  Frame(hello, &frame);
+  if (!SendAll(fd, frame)) {
+    close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 grpc::Status Peer::EndPageCall(PageCall* call, const v1::PagesReply& reply,
@@ -498,6 +749,14 @@ grpc::Status Peer::EndPageCall(PageCall* call, const v1::PagesReply& reply,
     // Out of step with the peer: the stream is not used again.
     keep = false;
     s = grpc::Status(grpc::StatusCode::INTERNAL, "peer answered another kind of request");
+  }
+  if (call->link != nullptr) {
+    if (keep) {
+      Calls().idle_links[uid_].push_back(std::move(call->link));
+    } else {
+      call->link.reset();
+    }
+    return s;
   }
   if (keep) {
     Calls().idle[uid_].push_back(std::move(call->stream));

@@ -14,6 +14,11 @@
 // stores meant for others. Loads are direct too (LoadMany, StartLoad).
 // Invalidations are queued and sent in the background.
 //
+// Page calls go on the peer's page link (server/page_link.h: the same
+// requests and replies on a plain TCP connection) when its session offers
+// one and a health check could reach it; else, and whenever a new link
+// fails before it answers, on page streams (gRPC).
+//
 // Thread safety: all public methods may be called concurrently.
 #ifndef RAMSTER_CLIENT_PEER_H_
 #define RAMSTER_CLIENT_PEER_H_
@@ -51,6 +56,8 @@ struct PeerOptions {
   // A thread waiting for a Load reply polls for it this long before it
   // sleeps (common/busy_poll.h); zero: it sleeps at once.
   absl::Duration reply_poll = absl::ZeroDuration();
+  // Send page calls on the peer's page link when it offers one.
+  bool page_link = true;
 };
 
 // Direct calls (Peer::StartStore, Peer::StartLoad) are requests on page
@@ -63,6 +70,7 @@ struct PeerOptions {
 // it returns from the operation that started it, so its queue is empty
 // between operations.
 class PageStream;
+class PageLinkConnection;
 class Peer;
 
 // A request on one of this thread's page streams: what StoreCall and
@@ -70,6 +78,9 @@ class Peer;
 struct PageCall {
   Peer* peer = nullptr;
   std::unique_ptr<PageStream> stream;  // this thread's, while the call is open
+  // Or this thread's page link to the peer: the call's request is sent on
+  // it, and its reply read from it.
+  std::unique_ptr<PageLinkConnection> link;
   absl::Time deadline;
   int pending = 0;         // completions still to come
   bool failed = false;     // a stream operation failed: the stream is done
@@ -77,7 +88,8 @@ struct PageCall {
   bool timed_out = false;  // cancelled at its deadline
   // Made for this call; else taken idle, and then (once) sent again on a
   // new stream should it fail: an idle stream may have died unnoticed (the
-  // peer restarted), and both requests may safely be repeated.
+  // peer restarted), and both requests may safely be repeated. The same for
+  // a link; a new link that fails sends the call again on a page stream.
   bool fresh_stream = false;
   bool retried = false;
   grpc::Status status;  // the stream's, once failed
@@ -216,6 +228,13 @@ class Peer {
   uint64_t store_batches() const { return store_batches_.load(); }
   uint64_t invalidates_sent() const { return invalidates_sent_.load(); }
   uint64_t stream_retries() const { return stream_retries_.load(); }
+  // Page calls sent on the page link; new links that failed (the calls
+  // went on page streams instead).
+  uint64_t link_calls() const { return link_calls_.load(); }
+  uint64_t link_failures() const { return link_failures_.load(); }
+  // The page link is in use: offered by the session and reached by the
+  // last health check or page call.
+  bool link_usable() const { return options_.page_link && link_port_.load() != 0 && link_ok_.load(); }
 
  private:
   // (Re)creates the channel and stub.
@@ -224,6 +243,12 @@ class Peer {
   // it has none idle, or if `fresh`); the reply will be read into `reply`.
   void StartPageCall(PageCall* call, const v1::PagesRequest& request, v1::PagesReply* reply,
                      bool fresh = false);
+  // StartPageCall on this thread's page link: sends the request (the call
+  // may have failed already: call->failed). False when no link could be
+  // made; nothing was sent then.
+  bool StartLinkCall(PageCall* call, const v1::PagesRequest& request, bool fresh);
+  // A new page link to the peer, its hello sent; -1 when it cannot be made.
+  int ConnectLink() const;
   friend void AwaitCalls(absl::Duration poll, absl::FunctionRef<void(PageCall*)> finish);
   // The status of a completed page call: the stream's when it failed, the
   // reply's own when the request failed as a whole, or kInternal when the
@@ -264,6 +289,13 @@ class Peer {
   std::atomic<int> consecutive_failures_{0};
   std::atomic<uint64_t> stores_sent_{0}, store_batches_{0}, invalidates_sent_{0};
   std::atomic<uint64_t> stream_retries_{0};
+  std::atomic<uint64_t> link_calls_{0}, link_failures_{0};
+  // From the session; 0: none.
+  std::atomic<uint32_t> link_port_{0};
+  std::atomic<bool> link_ok_{false};
+  // Changes when links made before must not be used again (the peer was
+  // reconnected, or its session names another port).
+  std::atomic<uint64_t> link_epoch_{0};
 
   mutable Mutex mu_;
   CondVar cv_{&mu_};

@@ -2,7 +2,8 @@
 //
 // Today (trusted deployments: loopback, or a private network the operator
 // trusts) the client's configured name travels in the call metadata under
-// kClientIdMetadataKey and the node believes it. With mutual TLS the node
+// kClientIdMetadataKey, or in a page link's hello (server/page_link.h), and
+// the node believes it. With mutual TLS the node
 // takes the name from the peer certificate instead (grpc::AuthContext) and
 // ignores the metadata; no message field ever names the client.
 #ifndef RAMSTER_COMMON_CLIENT_IDENTITY_H_
@@ -10,11 +11,26 @@
 
 #include <cstddef>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/string_view.h"
+
 namespace ramster {
 
 inline constexpr char kClientIdMetadataKey[] = "ramster-client-id";
 // Longest accepted client name; longer ones are rejected.
 inline constexpr size_t kMaxClientIdLength = 128;
+
+// 1..kMaxClientIdLength characters of [A-Za-z0-9._:@-].
+inline bool IsValidClientId(absl::string_view id) {
+  if (id.empty() || id.size() > kMaxClientIdLength) return false;
+  for (char ch : id) {
+    if (!absl::ascii_isalnum(ch) && ch != '.' && ch != '-' && ch != '_' && ch != ':' &&
+        ch != '@') {
+      return false;
+    }
+  }
+  return true;
+}
 
 }  // namespace ramster
 

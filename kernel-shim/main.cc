@@ -87,6 +87,9 @@ ABSL_FLAG(bool, write_behind_retain, ramster::WriteBehindOptions().retain,
 ABSL_FLAG(absl::Duration, poll_requests, absl::Microseconds(50),
           "an NBD connection's reader polls for the next request this long before it sleeps "
           "(one polling thread at a time; 0: never)");
+ABSL_FLAG(bool, page_link, true,
+          "send page calls on each server's page link (plain TCP) when it offers one; "
+          "false: always on gRPC page streams");
 ABSL_FLAG(absl::Duration, poll_replies, absl::Microseconds(150),
           "a thread waiting for a peer's Load reply polls for it this long before it sleeps "
           "(one polling thread at a time; 0: never)");
@@ -241,6 +244,7 @@ int Run() {
     o.peer.pool = kSwapPool;
     o.peer.call_timeout = absl::GetFlag(FLAGS_call_timeout);
     o.peer.reply_poll = absl::GetFlag(FLAGS_poll_replies);
+    o.peer.page_link = absl::GetFlag(FLAGS_page_link);
     absl::StatusOr<std::unique_ptr<ClusterTier>> c = ClusterTier::Create(std::move(o));
     if (!c.ok()) return Fail(c.status().ToString());
     cluster = c->get();

@@ -1,6 +1,7 @@
 #include "server/load_reply.h"
 
 #include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
 
 #include <algorithm>
 #include <cstring>
@@ -181,6 +182,15 @@ LoadReplyEncoder::Encoded LoadReplyEncoder::Release() {
   size_ = 0;
   capacity_ = 0;
   return encoded;
+}
+
+size_t PagesReplyLoadHeader(size_t encoded_size, uint8_t header[kMaxPagesReplyLoadHeader]) {
+  header[0] = static_cast<uint8_t>(google::protobuf::internal::WireFormatLite::MakeTag(
+      v1::PagesReply::kLoadFieldNumber,
+      google::protobuf::internal::WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
+  uint8_t* end = google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(
+      static_cast<uint32_t>(encoded_size), header + 1);
+  return static_cast<size_t>(end - header);
 }
 
 }  // namespace ramster

@@ -93,6 +93,12 @@ class LoadReplyEncoder final : public LoadSink {
   size_t capacity_ = 0;
 };
 
+// PagesReply{load = <an encoded LoadResponse of `encoded_size` bytes>} is
+// these bytes (the field's tag and length) followed by the encoded ones as
+// they are. Writes them to `header` and returns how many.
+inline constexpr size_t kMaxPagesReplyLoadHeader = 1 + 5;  // a tag byte, a varint32
+size_t PagesReplyLoadHeader(size_t encoded_size, uint8_t header[kMaxPagesReplyLoadHeader]);
+
 }  // namespace ramster
 
 #endif  // RAMSTER_SERVER_LOAD_REPLY_H_

@@ -26,6 +26,7 @@
 #include "common/flags.h"
 #include "common/page_codec.h"
 #include "server/node.h"
+#include "server/page_link.h"
 #include "server/services.h"
 #include "server/work_queue.h"
 
@@ -54,6 +55,10 @@ ABSL_FLAG(int, recompress_level, 2,
 ABSL_FLAG(absl::Duration, recompress_age, absl::Seconds(1),
           "recompress a page once it has been stored this long (pages replaced or freed "
           "sooner are not worth the CPU)");
+ABSL_FLAG(int, page_link_port, 0,
+          "the page link's TCP port, on the --listen address: PageStore's page requests without "
+          "HTTP/2 (clients learn the port when they open their session). 0: one the kernel "
+          "picks; -1: no page link, gRPC only");
 ABSL_FLAG(int, io_threads, 1,
           "threads taking calls off gRPC's completion queues (one queue each); they answer "
           "what RAM alone can answer");
@@ -62,6 +67,9 @@ namespace ramster {
 namespace {
 
 constexpr int kMaxMessageBytes = 4 << 20;
+// Page link connections at once (a shim opens one per thread and request in
+// flight); more are refused, and their clients use gRPC.
+constexpr int kMaxPageLinkConnections = 512;
 constexpr int kMaxStreamsPerConnection = 256;
 
 std::string Hostname() {
@@ -113,6 +121,10 @@ int Run() {
     return 2;
   }
   const int io_threads = absl::GetFlag(FLAGS_io_threads);
+  if (const int p = absl::GetFlag(FLAGS_page_link_port); p < -1 || p > 65535) {
+    fprintf(stderr, "ramster-server: --page-link-port must be -1..65535\n");
+    return 2;
+  }
   if (io_threads < Services::kMinIoThreads || io_threads > Services::kMaxIoThreads) {
     fprintf(stderr, "ramster-server: --io-threads must be %d..%d\n",
             Services::kMinIoThreads, Services::kMaxIoThreads);
@@ -159,15 +171,27 @@ int Run() {
   }
   services.Start();
   const std::string host = listen.substr(0, listen.rfind(':'));
+  std::unique_ptr<PageLink> page_link;
+  if (const int link_port = absl::GetFlag(FLAGS_page_link_port); link_port >= 0) {
+    absl::StatusOr<std::unique_ptr<PageLink>> started =
+        PageLink::Start(node.get(), host, link_port, kMaxPageLinkConnections);
+    if (!started.ok()) {
+      fprintf(stderr, "ramster-server: %s\n", started.status().ToString().c_str());
+      return 1;
+    }
+    page_link = std::move(*started);
+    node->SetPageLinkPort(static_cast<uint16_t>(page_link->port()));
+  }
   std::string node_id = absl::GetFlag(FLAGS_node_id);
   if (node_id.empty()) node_id = absl::StrCat(Hostname(), ":", port);
   node->SetIdentity(node_id, absl::StrCat(host, ":", port));
   v1::NodeStatus st;
   node->GetStatus(&st);
   fprintf(stderr,
-          "ramster-server: node %s ready on %s:%d (ram limit %s, disk limit %s, "
+          "ramster-server: node %s ready on %s:%d (page link %s; ram limit %s, disk limit %s, "
           "%llu pages reloaded from %s)\n",
           node_id.c_str(), host.c_str(), port,
+          page_link != nullptr ? absl::StrCat("port ", page_link->port()).c_str() : "off",
           FormatBytes(options.ram_limit).c_str(), FormatBytes(options.disk_limit).c_str(),
           static_cast<unsigned long long>(st.pages_on_disk()), options.data_dir.c_str());
   fflush(stderr);
@@ -178,6 +202,7 @@ int Run() {
   node->SetDraining(true);
   // Calls in flight end while the io threads still run; then their queues.
   // Page streams are ended first: clients keep them open.
+  if (page_link != nullptr) page_link->Shutdown();
   services.CloseStreams();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   services.Shutdown();

@@ -333,6 +333,7 @@ absl::Status Node::OpenSession(const std::string& name,
   response->set_lease_ms(absl::ToInt64Milliseconds(options_.lease));
   response->set_pages_reclaimed(reclaimed);
   response->set_quota_bytes(c->quota.load());
+  response->set_page_link_port(page_link_port_.load());
   return absl::OkStatus();
 }
 
@@ -348,6 +349,7 @@ absl::Status Node::Heartbeat(const std::string& name,
   response->set_client_free_bytes(q == 0 ? ram_.free() + disk_.free()
                                          : (used >= q ? 0 : q - used));
   response->set_draining(draining_.load());
+  response->set_page_link_port(page_link_port_.load());
   return absl::OkStatus();
 }
 

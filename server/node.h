@@ -129,6 +129,8 @@ class Node {
   // The node's name and address as reported to clients and operators; set
   // once the server knows its port.
   void SetIdentity(std::string node_id, std::string address);
+  // Sessions opened from now on advertise this page link port (0: none).
+  void SetPageLinkPort(uint16_t port) { page_link_port_.store(port); }
   bool draining() const { return draining_.load(); }
 
   // For a graceful stop: writes every persistent RAM page to disk (as far as
@@ -260,6 +262,7 @@ class Node {
   mutable Mutex identity_mu_;
   std::string node_id_ ABSL_GUARDED_BY(identity_mu_);
   std::string address_ ABSL_GUARDED_BY(identity_mu_);
+  std::atomic<uint16_t> page_link_port_{0};
   Budget ram_;
   Budget disk_;
   SlabAllocator slab_;

@@ -165,17 +165,6 @@ constexpr char kHealthCheckMethod[] = "/grpc.health.v1.Health/Check";
 // grpc.health.v1.HealthCheckResponse.ServingStatus.
 constexpr int kServing = 1;
 
-bool IsValidClientId(absl::string_view id) {
-  if (id.empty() || id.size() > kMaxClientIdLength) return false;
-  for (char ch : id) {
-    if (!absl::ascii_isalnum(ch) && ch != '.' && ch != '-' && ch != '_' &&
-        ch != ':' && ch != '@') {
-      return false;
-    }
-  }
-  return true;
-}
-
 // What the io threads take off a completion queue: every tag is a Call.
 class Call {
  public:
@@ -423,16 +412,10 @@ class PagesCall final : public Call {
     if (absl::Status s = shared_->node->Load(caller_, request_->load(), &encoder); !s.ok()) {
       return s;
     }
-    // PagesReply{load = <the encoded LoadResponse>}: its field's tag and
-    // length, then the encoded bytes as they are.
+    // PagesReply{load = <the encoded LoadResponse>}.
     LoadReplyEncoder::Encoded encoded = encoder.Release();
-    uint8_t header[1 + 5];  // a tag byte and a varint32 of at most 5
-    header[0] = static_cast<uint8_t>(google::protobuf::internal::WireFormatLite::MakeTag(
-        v1::PagesReply::kLoadFieldNumber,
-        google::protobuf::internal::WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
-    uint8_t* end = google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(
-        static_cast<uint32_t>(encoded.size), header + 1);
-    grpc::Slice slices[2] = {grpc::Slice(header, static_cast<size_t>(end - header)),
+    uint8_t header[kMaxPagesReplyLoadHeader];
+    grpc::Slice slices[2] = {grpc::Slice(header, PagesReplyLoadHeader(encoded.size, header)),
                              grpc::Slice()};
     size_t count = 1;
     if (encoded.size > 0) {

@@ -55,14 +55,17 @@ std::vector<uint8_t> RangeContent(uint64_t slots, uint64_t version) {
 
 class Cluster {
  public:
-  Cluster(int n, const std::string& ram, const std::string& quota = "0") {
+  // `extra`: more flags for every server.
+  Cluster(int n, const std::string& ram, const std::string& quota = "0",
+          const std::vector<std::string>& extra = {}) {
     for (int i = 0; i < n; ++i) {
       dirs_.push_back(TempPath("node"));
-      servers_.push_back(std::make_unique<ServerProcess>(
-          RunfilePath("server/ramster-server"),
-          std::vector<std::string>{"--memory-limit=" + ram, "--disk-limit=256M",
-                                   "--data-dir=" + dirs_.back(), "--client-quota=" + quota,
-                                   "--node-id=node" + std::to_string(i)}));
+      std::vector<std::string> args = {"--memory-limit=" + ram, "--disk-limit=256M",
+                                       "--data-dir=" + dirs_.back(), "--client-quota=" + quota,
+                                       "--node-id=node" + std::to_string(i)};
+      args.insert(args.end(), extra.begin(), extra.end());
+      servers_.push_back(
+          std::make_unique<ServerProcess>(RunfilePath("server/ramster-server"), std::move(args)));
       EXPECT_TRUE(servers_.back()->Start()) << servers_.back()->log();
       ports_.push_back(servers_.back()->port());
     }
@@ -329,6 +332,78 @@ TEST(Cluster, APeerRestartedBetweenRequestsCostsNoFailure) {
   const auto peers = cl.cluster->peers();
   EXPECT_GE(peers[0].stream_retries, 1u);
   EXPECT_TRUE(peers[0].up);
+}
+
+TEST(Cluster, PageCallsGoOnThePageLinks) {
+  Cluster c(3, "64M");
+  const uint64_t kSlots = 256;
+  Client cl = MakeClient(c, kSlots, 2);
+  const std::vector<uint8_t> data = RangeContent(kSlots, 1);
+  ASSERT_TRUE(cl.stack->StoreRange(0, data).ok());
+  std::vector<uint8_t> out(data.size());
+  ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, data);
+  for (int slot = 0; slot < 8; ++slot) {
+    EXPECT_TRUE(ReadsBack(cl.stack.get(), slot, Content(slot, 1)));
+  }
+  uint64_t calls = 0;
+  for (const auto& p : cl.cluster->peers()) {
+    EXPECT_TRUE(p.link_usable) << p.address;
+    EXPECT_EQ(p.link_failures, 0u) << p.address;
+    calls += p.link_calls;
+  }
+  // Every page went out in a store and came back in a load on some link.
+  EXPECT_GE(calls, 2u * 3);
+  EXPECT_EQ(cl.stack->stats().load_failures, 0u);
+}
+
+TEST(Cluster, WithoutPageLinksPagesGoOnStreams) {
+  Cluster c(2, "64M", "0", {"--page-link-port=-1"});
+  const uint64_t kSlots = 128;
+  Client cl = MakeClient(c, kSlots, 1);
+  const std::vector<uint8_t> data = RangeContent(kSlots, 1);
+  ASSERT_TRUE(cl.stack->StoreRange(0, data).ok());
+  ASSERT_EQ(cl.stack->stats().slots_in[0], kSlots);
+  std::vector<uint8_t> out(data.size());
+  ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, data);
+  for (const auto& p : cl.cluster->peers()) {
+    EXPECT_FALSE(p.link_usable);
+    EXPECT_EQ(p.link_calls, 0u);
+  }
+}
+
+TEST(Cluster, ALinkGoneWithItsServerRestartSendsCallsOnStreams) {
+  Cluster c(1, "64M");
+  const uint64_t kSlots = 64;
+  Client cl = MakeClient(c, kSlots, 1);
+  const std::vector<uint8_t> data = RangeContent(kSlots, 1);
+  ASSERT_TRUE(cl.stack->StoreRange(0, data).ok());
+  ASSERT_EQ(cl.stack->stats().slots_in[0], kSlots);
+  ASSERT_GT(cl.cluster->peers()[0].link_calls, 0u);
+  // The same node back on the same gRPC port, without its page link: the
+  // client's idle link is dead, and a new one cannot be made.
+  ASSERT_EQ(c.server(0).Stop(), 0);  // graceful: pages kept
+  std::vector<std::string> args = c.server(0).args();
+  args.push_back("--page-link-port=-1");
+  c.server(0).set_args(args);
+  ASSERT_TRUE(c.Restart(0)) << c.server(0).log();
+  std::vector<uint8_t> out(data.size());
+  ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, data);
+  EXPECT_EQ(cl.stack->stats().load_failures, 0u);
+  auto peer = cl.cluster->peers()[0];
+  EXPECT_GE(peer.link_failures, 1u);
+  EXPECT_FALSE(peer.link_usable);
+  // Health checks now see no link; calls stay on streams and work.
+  cl.cluster->CheckNowForTest();
+  const uint64_t link_calls = cl.cluster->peers()[0].link_calls;
+  ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, data);
+  peer = cl.cluster->peers()[0];
+  EXPECT_FALSE(peer.link_usable);
+  EXPECT_EQ(peer.link_calls, link_calls);
+  EXPECT_TRUE(peer.up);
 }
 
 TEST(Cluster, KillOnePeerDuringWritesAndReadsLosesNothingAndHeals) {

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ramster {
@@ -28,6 +29,10 @@ class ServerProcess {
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
 
+  // Flags for the next Start.
+  void set_args(std::vector<std::string> args) { args_ = std::move(args); }
+  const std::vector<std::string>& args() const { return args_; }
+
   int port() const { return port_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   // What the server wrote to stderr since the last Start (complete after
@@ -38,7 +43,7 @@ class ServerProcess {
   void DrainLog();
 
   const std::string binary_;
-  const std::vector<std::string> args_;
+  std::vector<std::string> args_;
   pid_t pid_ = -1;
   int stderr_fd_ = -1;
   int port_ = 0;
