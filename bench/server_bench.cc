@@ -17,11 +17,12 @@
 // memcached requests are written straight from the corpus with writev.
 //
 // Patterns, each with --threads client threads, one connection per thread
-// (ramster: one gRPC channel each, with its own subchannel pool, so that they
-// do not share one HTTP/2 connection):
+// (ramster: a page link each, or one gRPC channel each, with its own
+// subchannel pool, so that they do not share one HTTP/2 connection):
 //   unbatched  one page per round trip: ramster Store / Load with one page
-//              (a request on the thread's Pages stream, as the shim sends
-//              them; --ramster_calls=unary: a unary call each);
+//              (a request on the thread's page link, as the shim sends them;
+//              --ramster_calls=stream: on the thread's Pages stream, as the
+//              shim sends them without links; unary: a unary call each);
 //              memcached one `set`, wait for STORED / one `get`
 //   batched    --batch pages per round trip: ramster Store / Load with that
 //              many pages; memcached that many sets written at once, then
@@ -110,6 +111,7 @@
 #include "bench/page_corpus.h"
 #include "common/client_identity.h"
 #include "common/page_codec.h"
+#include "common/page_link_wire.h"
 #include "common/proc_status.h"
 #include "ramster/v1/admin.grpc.pb.h"
 #include "ramster/v1/page_store.grpc.pb.h"
@@ -162,10 +164,10 @@ ABSL_FLAG(bool, prebuilt_requests, true,
           "Build every ramster request before the timed phases (payloads copied in, "
           "so the client holds a copy of every page); false builds each one just "
           "before it is sent, for runs too large to hold twice in RAM.");
-ABSL_FLAG(std::string, ramster_calls, "stream",
-          "How the ramster client sends its requests: stream (each thread's requests on one "
-          "PageStore.Pages stream, as the shim's client does) or unary (a Store / Load call "
-          "per request).");
+ABSL_FLAG(std::string, ramster_calls, "link",
+          "How the ramster client sends its requests: link (each thread's requests on one page "
+          "link, as the shim's client does), stream (on one PageStore.Pages stream, as it does "
+          "without links) or unary (a Store / Load call per request).");
 ABSL_FLAG(bool, log_phases, false,
           "Log each phase's start and end (CLOCK_MONOTONIC) to stderr, to match "
           "with `perf record -k CLOCK_MONOTONIC` samples.");
@@ -548,20 +550,37 @@ double PercentileUs(const std::vector<int64_t>& sorted, double q) {
 // ---------------------------------------------------------------------------
 // ramster over gRPC.
 
-bool UseStreams() {
+enum class Calls { kLink, kStream, kUnary };
+
+Calls RamsterCalls() {
   const std::string calls = absl::GetFlag(FLAGS_ramster_calls);
-  if (calls != "stream" && calls != "unary") {
-    Die("--ramster_calls: stream or unary, got " + calls);
+  if (calls == "link") return Calls::kLink;
+  if (calls == "stream") return Calls::kStream;
+  if (calls != "unary") Die("--ramster_calls: link, stream or unary, got " + calls);
+  return Calls::kUnary;
+}
+
+const char* CallsName(Calls calls) {
+  switch (calls) {
+    case Calls::kLink:
+      return "link";
+    case Calls::kStream:
+      return "stream";
+    case Calls::kUnary:
+      break;
   }
-  return calls == "stream";
+  return "unary";
 }
 
 class RamsterClient {
  public:
-  RamsterClient(const std::string& address, int threads, uint64_t epoch, bool streams)
-      : epoch_(epoch) {
-    if (streams) {
+  RamsterClient(const std::string& address, int threads, uint64_t epoch, Calls calls)
+      : epoch_(epoch), host_(address.substr(0, address.rfind(':'))) {
+    if (calls == Calls::kStream) {
       for (int t = 0; t < threads; ++t) streams_.push_back(std::make_unique<Stream>());
+    }
+    if (calls == Calls::kLink) {
+      for (int t = 0; t < threads; ++t) links_.push_back(std::make_unique<Link>());
     }
     for (int t = 0; t <= threads; ++t) {  // the last one for control calls
       grpc::ChannelArguments args;
@@ -584,6 +603,9 @@ class RamsterClient {
   }
 
   ~RamsterClient() {
+    for (auto& l : links_) {
+      if (l->fd >= 0) close(l->fd);
+    }
     for (auto& st : streams_) {
       if (st->rw == nullptr) continue;
       st->rw->WritesDone();
@@ -601,6 +623,8 @@ class RamsterClient {
     pool->set_kind(v1::POOL_KIND_PERSISTENT);
     v1::OpenSessionResponse resp;
     Check(stubs_.back()->OpenSession(&ctx, req, &resp), "OpenSession");
+    link_port_ = static_cast<int>(resp.page_link_port());
+    if (!links_.empty() && link_port_ == 0) Die("ramster-server offers no page link");
   }
 
   // Every request of a workload, built once (payloads copied in), each in
@@ -660,7 +684,7 @@ class RamsterClient {
     v1::PagesReply reply;
     const v1::StoreResponse* response = nullptr;
     v1::StoreResponse unary_response;
-    if (!streams_.empty()) {
+    if (!streams_.empty() || !links_.empty()) {
       Exchange(thread, request, &reply, "Store");
       response = &reply.store();
     } else {
@@ -691,7 +715,7 @@ class RamsterClient {
     alignas(16) char arena_block[kReplyArenaBlockBytes];
     google::protobuf::Arena arena(arena_block, sizeof(arena_block));
     const v1::LoadResponse* response = nullptr;
-    if (!streams_.empty()) {
+    if (!streams_.empty() || !links_.empty()) {
       auto* reply = google::protobuf::Arena::CreateMessage<v1::PagesReply>(&arena);
       Exchange(thread, request, reply, "Load");
       response = &reply->load();
@@ -772,10 +796,56 @@ class RamsterClient {
     ctx->set_deadline(std::chrono::system_clock::now() + kCallTimeout);
   }
 
-  // One request and its reply on the thread's stream; a reply that says the
-  // request failed as a whole stops the bench, as a failed call does.
+  // A thread's page link: connected on first use, closed with the client.
+  struct Link {
+    int fd = -1;
+    std::string frame;
+  };
+
+  // One request and its reply on the thread's page link.
+  void LinkExchange(int thread, const v1::PagesRequest& request, v1::PagesReply* reply,
+                    const char* what) {
+    Link& l = *links_[thread];
+    if (l.fd < 0) {
+      l.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(static_cast<uint16_t>(link_port_));
+      if (inet_pton(AF_INET, host_.c_str(), &a.sin_addr) != 1 ||
+          connect(l.fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+        Die(absl::StrCat("cannot connect to the page link at ", host_, ":", link_port_));
+      }
+      const int one = 1;
+      setsockopt(l.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      v1::PageLinkHello hello;
+      hello.set_client_id(kClientId);
+      FrameMessage(hello, &l.frame);
+      if (!SendAll(l.fd, l.frame.data(), l.frame.size())) Die("page link: hello not sent");
+    }
+    FrameMessage(request, &l.frame);
+    uint32_t length = 0;
+    if (!SendAll(l.fd, l.frame.data(), l.frame.size()) || !ReadFull(l.fd, &length, 4) ||
+        (length = ntohl(length)) > kMaxPageLinkFrameBytes) {
+      Die(absl::StrCat(what, ": the page link ended"));
+    }
+    l.frame.resize(length);
+    if (!ReadFull(l.fd, l.frame.data(), length) || !reply->ParseFromString(l.frame)) {
+      Die(absl::StrCat(what, ": no reply on the page link"));
+    }
+  }
+
+  // One request and its reply on the thread's link or stream; a reply that
+  // says the request failed as a whole stops the bench, as a failed call
+  // does.
   void Exchange(int thread, const v1::PagesRequest& request, v1::PagesReply* reply,
                 const char* what) {
+    if (!links_.empty()) {
+      LinkExchange(thread, request, reply, what);
+      if (reply->code() != 0) {
+        Die(absl::StrCat(what, ": code ", reply->code(), ": ", reply->message()));
+      }
+      return;
+    }
     Stream& st = *streams_[thread];
     if (st.rw == nullptr) {
       st.ctx.AddMetadata(kClientIdMetadataKey, kClientId);
@@ -797,7 +867,11 @@ class RamsterClient {
   }
 
   const uint64_t epoch_;
+  const std::string host_;  // of the server's address: its page link's too
+  int link_port_ = 0;       // from OpenSession
   std::vector<std::unique_ptr<v1::PageStore::Stub>> stubs_;  // one per thread, + control
+  // One per thread with --ramster_calls=link; empty otherwise.
+  std::vector<std::unique_ptr<Link>> links_;
   // One per thread with --ramster_calls=stream; empty with unary.
   std::vector<std::unique_ptr<Stream>> streams_;
   std::unique_ptr<v1::Admin::Stub> admin_;
@@ -1097,8 +1171,11 @@ void PrintTable(const Results& r, int threads, int rounds) {
               b.pages_per_rt, b.pages(), u.pages());
   std::printf("  ramster: Store/Load requests of that many pages (%s); memcached: that "
               "many pipelined sets / one multi-key get\n",
-              UseStreams() ? "each thread's on one Pages stream, as the shim sends them"
-                           : "unary calls");
+              RamsterCalls() == Calls::kLink
+                  ? "each thread's on one page link, as the shim sends them"
+                  : RamsterCalls() == Calls::kStream
+                        ? "each thread's on one Pages stream, as the shim sends them without links"
+                        : "unary calls");
   std::printf("  %d client threads, one connection each; latency is per round "
               "trip, in us; median of %d rounds [min-max]\n",
               threads, rounds);
@@ -1217,7 +1294,7 @@ void WriteJson(const std::string& path, const Results& r, int threads, int round
       "  \"latency_unit\": \"us per round trip\",\n  \"overwrite\": %s,\n"
       "  \"ramster_calls\": \"%s\",\n",
       CpuModel(), sysconf(_SC_NPROCESSORS_ONLN), threads, rounds, seed,
-      r.overwrite ? "true" : "false", UseStreams() ? "stream" : "unary");
+      r.overwrite ? "true" : "false", CallsName(RamsterCalls()));
   j += "  \"patterns\": {";
   for (int p = 0; p < kNumPatterns; ++p) {
     absl::StrAppendFormat(&j, "%s\"%s\": {\"pages_per_round_trip\": %d, \"pages\": %u}",
@@ -1482,7 +1559,7 @@ int Run(const char* argv0) {
   RamsterClient::Requests ramster_requests[kNumPatterns];
   if (run[kRamster]) {
     ramster = std::make_unique<RamsterClient>(absl::StrCat("127.0.0.1:", ramster_port),
-                                              threads, epoch, UseStreams());
+                                              threads, epoch, RamsterCalls());
     ramster->OpenSession();
     if (absl::GetFlag(FLAGS_prebuilt_requests)) {
       for (int p = 0; p < kNumPatterns; ++p) {

@@ -19,6 +19,7 @@
 #include "common/client_identity.h"
 #include "common/completion_queue.h"
 #include "common/grpc_status.h"
+#include "common/page_link_wire.h"
 
 namespace ramster {
 namespace {
@@ -29,8 +30,6 @@ namespace {
 // epoch.
 constexpr size_t kMaxInvalidateBatch = 512;
 constexpr size_t kMaxQueuedInvalidates = 1 << 16;
-// The longest page link frame (the server's PageLink::kMaxFrameBytes).
-constexpr uint32_t kMaxLinkFrameBytes = 4 << 20;
 
 // The uids of the peers that exist: a thread drops its streams to peers
 // that are gone when it next makes a stream.
@@ -100,26 +99,6 @@ class PageLinkConnection {
 
 namespace {
 
-// A page link frame: the 4-byte big-endian length of `message`, then it.
-void Frame(const google::protobuf::MessageLite& message, std::string* out) {
-  out->assign(sizeof(uint32_t), '\0');
-  message.AppendToString(out);
-  const uint32_t length = htonl(static_cast<uint32_t>(out->size() - sizeof(uint32_t)));
-  std::memcpy(out->data(), &length, sizeof(length));
-}
-
-// Sends all of `data` (blocking up to the socket's send timeout).
-bool SendAll(int fd, const std::string& data) {
-  size_t sent = 0;
-  while (sent < data.size()) {
-    ssize_t n = send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    sent += static_cast<size_t>(n);
-  }
-  return true;
-}
-
 enum class LinkRead { kOk, kClosed, kTimedOut, kFailed };
 
 // Reads exactly `n` bytes by `deadline`.
@@ -160,7 +139,7 @@ void ReadLinkReply(PageCall* call, absl::Duration poll_for) {
   LinkRead r = ReadAllBy(fd, &wire, sizeof(wire), call->deadline);
   const uint32_t length = ntohl(wire);
   if (r == LinkRead::kOk) {
-    if (length > kMaxLinkFrameBytes) {
+    if (length > kMaxPageLinkFrameBytes) {
       r = LinkRead::kFailed;
       errno = EMSGSIZE;
     } else {
@@ -670,9 +649,9 @@ bool Peer::StartLinkCall(PageCall* call, const v1::PagesRequest& request, bool f
     call->link = std::make_unique<PageLinkConnection>(uid_, epoch, fd);
   }
   thread_local std::string frame;
-  Frame(request, &frame);
+  FrameMessage(request, &frame);
   link_calls_++;
-  if (SendAll(call->link->fd, frame)) {
+  if (SendAll(call->link->fd, frame.data(), frame.size())) {
     call->pending = 1;
   } else {
     call->pending = 0;
@@ -717,8 +696,8 @@ int Peer::ConnectLink() const {
   v1::PageLinkHello hello;
   hello.set_client_id(options_.client_id);
   std::string frame;
-  Frame(hello, &frame);
-  if (!SendAll(fd, frame)) {
+  FrameMessage(hello, &frame);
+  if (!SendAll(fd, frame.data(), frame.size())) {
     close(fd);
     return -1;
   }

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/client_identity.h"
+#include "common/page_link_wire.h"
 #include "server/load_reply.h"
 
 namespace ramster {
@@ -29,19 +30,6 @@ constexpr int kKeepaliveProbes = 3;
 // A connection's request buffer is given back when a request left it
 // larger than this (a large store), so that idle links hold little.
 constexpr size_t kKeptBufferBytes = 64 << 10;
-
-// False on end of stream, an error, or a shut-down socket.
-bool ReadFull(int fd, void* buf, size_t n) {
-  auto* p = static_cast<char*>(buf);
-  while (n > 0) {
-    ssize_t r = read(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
 
 // Writes one frame: the length of `a` and `b` together, then both.
 bool WriteFrame(int fd, const void* a, size_t a_size, const void* b = nullptr,
@@ -76,9 +64,8 @@ bool WriteFrame(int fd, const void* a, size_t a_size, const void* b = nullptr,
 }
 
 bool WriteMessage(int fd, const google::protobuf::MessageLite& message, std::string* scratch) {
-  scratch->clear();
-  message.AppendToString(scratch);
-  return WriteFrame(fd, scratch->data(), scratch->size());
+  FrameMessage(message, scratch);
+  return SendAll(fd, scratch->data(), scratch->size());
 }
 
 // A reply that says why a request failed as a whole.
@@ -95,7 +82,7 @@ bool ReadLength(int fd, uint32_t* length, bool* too_long) {
   uint32_t wire = 0;
   if (!ReadFull(fd, &wire, sizeof(wire))) return false;
   *length = ntohl(wire);
-  *too_long = *length > PageLink::kMaxFrameBytes;
+  *too_long = *length > kMaxPageLinkFrameBytes;
   return !*too_long;
 }
 
@@ -291,7 +278,7 @@ void PageLink::Serve(Connection* conn) {
         node_->CountRejected();
         WriteStatus(fd,
                     absl::InvalidArgumentError(absl::StrCat(
-                        "frame of ", length, " bytes; at most ", kMaxFrameBytes)),
+                        "frame of ", length, " bytes; at most ", kMaxPageLinkFrameBytes)),
                     &scratch);
       }
       return;

@@ -10,7 +10,7 @@
 // PageLinkHello; each frame after it is a PagesRequest, answered by one
 // PagesReply frame, in order. A request that fails as a whole gets its
 // status in the reply (code, message) and the link goes on. A refused hello
-// or a frame longer than kMaxFrameBytes gets a reply with its status, and the
+// or a frame longer than kMaxPageLinkFrameBytes (common/page_link_wire.h) gets a reply with its status, and the
 // link is closed. A connection beyond the limit is closed unanswered (its
 // client sends on a gRPC page stream instead).
 //
@@ -41,10 +41,6 @@ namespace ramster {
 
 class PageLink {
  public:
-  // The longest frame either side sends: gRPC's message limit on the
-  // node's other port.
-  static constexpr uint32_t kMaxFrameBytes = 4 << 20;
-
   // Listens on `host` (a name or a numeric address, IPv6 with or without
   // brackets; empty: every address) and `port` (0: one the kernel picks).
   static absl::StatusOr<std::unique_ptr<PageLink>> Start(Node* node, const std::string& host,

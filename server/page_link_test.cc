@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/page_codec.h"
+#include "common/page_link_wire.h"
 #include "gtest/gtest.h"
 
 namespace ramster {
@@ -302,7 +303,7 @@ TEST_F(PageLinkTest, AnOverlongFrameClosesTheLinkAndOthersGoOn) {
   StartLink();
   RawLink c(link_->port());
   ASSERT_TRUE(c.Hello());
-  const uint32_t huge = htonl(PageLink::kMaxFrameBytes + 1);
+  const uint32_t huge = htonl(kMaxPageLinkFrameBytes + 1);
   ASSERT_TRUE(c.SendRaw(std::string(reinterpret_cast<const char*>(&huge), 4)));
   std::optional<v1::PagesReply> r = c.Read();
   ASSERT_TRUE(r.has_value());
