@@ -86,13 +86,11 @@ class PageStream {
 // sent. Closed with the object.
 class PageLinkConnection {
  public:
-  PageLinkConnection(uint64_t peer_uid, uint64_t epoch, int fd)
-      : peer_uid(peer_uid), epoch(epoch), fd(fd) {}
+  PageLinkConnection(uint64_t epoch, int fd) : epoch(epoch), fd(fd) {}
   ~PageLinkConnection() { close(fd); }
   PageLinkConnection(const PageLinkConnection&) = delete;
   PageLinkConnection& operator=(const PageLinkConnection&) = delete;
 
-  const uint64_t peer_uid;
   const uint64_t epoch;  // the peer's link_epoch_ when it was made
   const int fd;
 };
@@ -646,7 +644,7 @@ bool Peer::StartLinkCall(PageCall* call, const v1::PagesRequest& request, bool f
       link_failures_++;
       return false;
     }
-    call->link = std::make_unique<PageLinkConnection>(uid_, epoch, fd);
+    call->link = std::make_unique<PageLinkConnection>(epoch, fd);
   }
   thread_local std::string frame;
   FrameMessage(request, &frame);

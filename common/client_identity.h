@@ -3,9 +3,9 @@
 // Today (trusted deployments: loopback, or a private network the operator
 // trusts) the client's configured name travels in the call metadata under
 // kClientIdMetadataKey, or in a page link's hello (server/page_link.h), and
-// the node believes it. With mutual TLS the node
-// takes the name from the peer certificate instead (grpc::AuthContext) and
-// ignores the metadata; no message field ever names the client.
+// the node believes it. With mutual TLS the node takes the name from the
+// peer certificate instead (grpc::AuthContext) and ignores the metadata; no
+// request or reply field ever names the client.
 #ifndef RAMSTER_COMMON_CLIENT_IDENTITY_H_
 #define RAMSTER_COMMON_CLIENT_IDENTITY_H_
 

@@ -27,9 +27,12 @@ constexpr int kSendTimeoutSeconds = 10;
 constexpr int kKeepaliveIdleSeconds = 60;
 constexpr int kKeepaliveIntervalSeconds = 10;
 constexpr int kKeepaliveProbes = 3;
-// A connection's request buffer is given back when a request left it
-// larger than this (a large store), so that idle links hold little.
-constexpr size_t kKeptBufferBytes = 64 << 10;
+// A connection keeps its request buffer up to this size (a shim's largest
+// store, 64 pages, is ~270 KiB), so that its requests do not reallocate it
+// each time; a larger one is given back after its request. (Given back
+// above 64 KiB, the first fill of server_bench grew the server's RSS by
+// 4-6 B more per page: the buffer was reallocated by every store.)
+constexpr size_t kKeptBufferBytes = 512 << 10;
 
 // Writes one frame: the length of `a` and `b` together, then both.
 bool WriteFrame(int fd, const void* a, size_t a_size, const void* b = nullptr,

@@ -325,6 +325,48 @@ TEST_F(PageLinkTest, AnOverlongFrameClosesTheLinkAndOthersGoOn) {
   EXPECT_EQ(r->code(), 0);
 }
 
+TEST_F(PageLinkTest, RandomFramesAreEachAnsweredAndTheServerGoesOn) {
+  StartLink();
+  std::mt19937_64 rng(42);
+  RawLink c(link_->port());
+  ASSERT_TRUE(c.Hello());
+  for (int i = 0; i < 300; ++i) {
+    std::string body(rng() % 4096, '\0');
+    for (char& ch : body) ch = static_cast<char>(rng());
+    // Now and then a valid request with its bytes flipped: deeper paths.
+    if (i % 3 == 0) {
+      body = StoreRequest(i, MakePage(i)).SerializeAsString();
+      body[rng() % body.size()] ^= static_cast<char>(1 + rng() % 255);
+    }
+    ASSERT_TRUE(c.SendFrame(body));
+    ASSERT_TRUE(c.Read().has_value()) << "frame " << i;
+  }
+  // Random hellos: each gets its refusal and the end of the link.
+  for (int i = 0; i < 20; ++i) {
+    std::string body(1 + rng() % 64, '\0');
+    for (char& ch : body) ch = static_cast<char>(rng());
+    RawLink h(link_->port());
+    ASSERT_TRUE(h.SendFrame(body));
+    std::optional<v1::PagesReply> r = h.Read();
+    ASSERT_TRUE(r.has_value());
+    EXPECT_NE(r->code(), 0);
+    EXPECT_TRUE(h.AtEnd());
+  }
+  // The server still stores and loads.
+  RawLink d(link_->port());
+  ASSERT_TRUE(d.Hello());
+  ASSERT_TRUE(d.Send(StoreRequest(7, MakePage(7))));
+  std::optional<v1::PagesReply> r = d.Read();
+  ASSERT_TRUE(r.has_value());
+  ASSERT_EQ(r->store().results_size(), 1);
+  EXPECT_EQ(r->store().results(0).code(), 0);
+  ASSERT_TRUE(d.Send(LoadRequest(7)));
+  r = d.Read();
+  ASSERT_TRUE(r.has_value());
+  ASSERT_EQ(r->load().results_size(), 1);
+  EXPECT_EQ(r->load().results(0).status().code(), 0);
+}
+
 TEST_F(PageLinkTest, ConnectionsBeyondTheLimitAreClosed) {
   StartLink(/*max_connections=*/2);
   auto a = std::make_unique<RawLink>(link_->port());
