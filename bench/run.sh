@@ -2,7 +2,8 @@
 # ./ramster bench [--quick] [--runs=N] [--suites=codec,store,blockdev,swap,scale] [--out=DIR]
 #
 # Runs the benchmark suites (bench/README.md) and writes
-#   bench/results/<date>/report.md, *.png   (with --quick: bench/results/<date>-quick/)
+#   bench/results/<date>/report.md, *.png   (a second full run that day: <date>-2, ...;
+#                                            with --quick: bench/results/<date>-quick/)
 #   bench/results/<date>/raw/               every raw JSON/CSV/log (git-ignored)
 #   bench/results/latest-summary.md         the summary table (full runs only)
 # Each suite is a function in bench/suites/<name>.sh. A suite that fails or
@@ -55,7 +56,17 @@ CLUSTER="$ROOT/deploy/local/cluster.sh"
 SWAPSH="$ROOT/deploy/local/swap.sh"
 
 DATE=$(date +%Y-%m-%d)
-[ -n "$OUT" ] || { OUT="$ROOT/bench/results/$DATE"; [ $QUICK = 1 ] && OUT="$OUT-quick"; }
+# A full run never replaces an earlier one's report: a second run on one day
+# goes to <date>-2, then -3, ... (quick runs are scratch and reuse their dir).
+if [ -z "$OUT" ]; then
+  OUT="$ROOT/bench/results/$DATE"
+  if [ $QUICK = 1 ]; then
+    OUT="$OUT-quick"
+  else
+    n=2
+    while [ -e "$OUT/report.md" ]; do OUT="$ROOT/bench/results/$DATE-$n"; n=$((n + 1)); done
+  fi
+fi
 RAW="$OUT/raw"
 rm -rf "$RAW"; mkdir -p "$RAW"
 rm -f "$OUT"/*.png "$OUT/report.md" "$OUT/summary.md"
