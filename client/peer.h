@@ -232,9 +232,11 @@ class Peer {
   // went on page streams instead).
   uint64_t link_calls() const { return link_calls_.load(); }
   uint64_t link_failures() const { return link_failures_.load(); }
-  // The page link is in use: offered by the session and reached by the
-  // last health check or page call.
-  bool link_usable() const { return options_.page_link && link_port_.load() != 0 && link_ok_.load(); }
+  // The page link is in use: offered by the session, reached by a health
+  // check, and no new link has failed since.
+  bool link_usable() const {
+    return options_.page_link && link_port_.load() != 0 && link_ok_.load();
+  }
 
  private:
   // (Re)creates the channel and stub.
