@@ -14,7 +14,7 @@
 // are encoded once, before anything is timed (the client's encode cost is
 // reported on its own line): what is measured is the servers, not client-side
 // compression. ramster requests are built before the timed phases too;
-// memcached requests are written straight from the corpus with writev.
+// memcached requests are written straight from the corpus with gather writes.
 //
 // Patterns, each with --threads client threads, one connection per thread
 // (ramster: a page link each, or one gRPC channel each, with its own
@@ -112,6 +112,7 @@
 #include "common/client_identity.h"
 #include "common/page_codec.h"
 #include "common/page_link_wire.h"
+#include "common/socket_io.h"
 #include "common/proc_status.h"
 #include "ramster/v1/admin.grpc.pb.h"
 #include "ramster/v1/page_store.grpc.pb.h"
@@ -968,24 +969,8 @@ class MemcachedConnection {
   }
 
   void WriteAll() {
-    iovec* iov = iov_.data();
-    int left = static_cast<int>(iov_.size());
-    while (left > 0) {
-      ssize_t n = writev(fd_, iov, std::min(left, IOV_MAX));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        Die(absl::StrCat("memcached: write: ", strerror(errno)));
-      }
-      size_t done = static_cast<size_t>(n);
-      while (left > 0 && done >= iov->iov_len) {
-        done -= iov->iov_len;
-        ++iov;
-        --left;
-      }
-      if (left > 0) {
-        iov->iov_base = static_cast<char*>(iov->iov_base) + done;
-        iov->iov_len -= done;
-      }
+    if (!SendAll(fd_, iov_.data(), static_cast<int>(iov_.size()))) {
+      Die(absl::StrCat("memcached: write: ", strerror(errno)));
     }
   }
 

@@ -43,6 +43,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "bench/round_trip_probe.h"
+#include "common/socket_io.h"
 
 ABSL_FLAG(int, rounds, 5, "timed rounds per wire and placement");
 ABSL_FLAG(int, round_trips, 10000, "round trips per round");
@@ -61,26 +62,6 @@ bool PinTo(int cpu, const cpu_set_t& all) {
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
   return pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0;
-}
-
-bool ReadFull(int fd, char* p, size_t n) {
-  while (n > 0) {
-    const ssize_t r = read(fd, p, n);
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
-
-bool WriteFull(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    const ssize_t r = write(fd, p, n);
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
 }
 
 double MicrosPerTrip(std::chrono::steady_clock::time_point start, int trips) {
@@ -116,8 +97,8 @@ double TcpRound(int cpu, const cpu_set_t& all, int trips) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     std::vector<char> request(kRequestBytes), reply(kReplyBytes, 'p');
     // Until the client closes its end.
-    while (ReadFull(fd, request.data(), request.size())) {
-      if (!WriteFull(fd, reply.data(), reply.size())) {
+    while (ramster::ReadFull(fd, request.data(), request.size())) {
+      if (!ramster::SendAll(fd, reply.data(), reply.size())) {
         server_ok = false;
         break;
       }
@@ -133,8 +114,8 @@ double TcpRound(int cpu, const cpu_set_t& all, int trips) {
     bool ok = true;
     const auto start = std::chrono::steady_clock::now();
     for (int i = 0; i < trips && ok; ++i) {
-      ok = WriteFull(fd, request.data(), request.size()) &&
-           ReadFull(fd, reply.data(), reply.size());
+      ok = ramster::SendAll(fd, request.data(), request.size()) &&
+           ramster::ReadFull(fd, reply.data(), reply.size());
     }
     if (ok) us = MicrosPerTrip(start, trips);
   }

@@ -20,6 +20,7 @@
 #include "common/completion_queue.h"
 #include "common/grpc_status.h"
 #include "common/page_link_wire.h"
+#include "common/socket_io.h"
 
 namespace ramster {
 namespace {

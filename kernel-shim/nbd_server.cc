@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/busy_poll.h"
+#include "common/socket_io.h"
 
 namespace ramster {
 
@@ -46,7 +47,7 @@ enum class Io { kOk, kEof, kError };
 
 // Reads exactly `n` bytes. kEof when the peer closed before the first byte
 // or part way (both end the connection).
-Io ReadFull(int fd, void* buf, size_t n) {
+Io ReadExact(int fd, void* buf, size_t n) {
   auto* p = static_cast<uint8_t*>(buf);
   while (n > 0) {
     ssize_t r = recv(fd, p, n, 0);
@@ -67,7 +68,7 @@ Io Discard(int fd, uint64_t n) {
   uint8_t sink[16 << 10];
   while (n > 0) {
     size_t chunk = n < sizeof(sink) ? static_cast<size_t>(n) : sizeof(sink);
-    if (Io r = ReadFull(fd, sink, chunk); r != Io::kOk) return r;
+    if (Io r = ReadExact(fd, sink, chunk); r != Io::kOk) return r;
     n -= chunk;
   }
   return Io::kOk;
@@ -100,7 +101,7 @@ class StreamReader {
     if (from_buffer == n) return Io::kOk;
     p += from_buffer;
     n -= from_buffer;
-    if (n >= kBufferBytes / 2) return ReadFull(fd_, p, n);
+    if (n >= kBufferBytes / 2) return ReadExact(fd_, p, n);
     // The buffer is empty: refill it with at least `n` bytes, polling first.
     // (An end of stream or error the poll saw, the blocking recv sees again.)
     pos_ = end_ = 0;
@@ -169,32 +170,6 @@ PageRange PagesOf(const Request& r) {
 bool Batchable(const Request& r) {
   return (r.type == nbd::kCmdRead || r.type == nbd::kCmdWrite) && r.length > 0 &&
          r.offset % kPage == 0 && r.length % kPage == 0;
-}
-
-// Sends all of `iov` (modified as it goes). False on any error, including
-// the send timeout.
-bool SendAll(int fd, iovec* iov, int count) {
-  while (count > 0) {
-    msghdr msg = {};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = static_cast<size_t>(count);
-    ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    auto done = static_cast<size_t>(w);
-    while (count > 0 && done >= iov->iov_len) {
-      done -= iov->iov_len;
-      ++iov;
-      --count;
-    }
-    if (count > 0) {
-      iov->iov_base = static_cast<uint8_t*>(iov->iov_base) + done;
-      iov->iov_len -= done;
-    }
-  }
-  return true;
 }
 
 bool SetTimeout(int fd, int option, absl::Duration d) {
@@ -865,7 +840,7 @@ bool NbdServer::Handshake(Connection* c) {
   if (!c->Send(&iov, 1)) return false;
 
   uint8_t flag_bytes[4];
-  if (ReadFull(fd, flag_bytes, sizeof(flag_bytes)) != Io::kOk) return false;
+  if (ReadExact(fd, flag_bytes, sizeof(flag_bytes)) != Io::kOk) return false;
   uint32_t client_flags;
   nbd::WireReader(flag_bytes).U32(&client_flags);
   if ((client_flags & ~nbd::kKnownClientFlags) != 0) {
@@ -877,7 +852,7 @@ bool NbdServer::Handshake(Connection* c) {
   std::vector<uint8_t> data;
   for (int count = 0; count < kMaxOptions; ++count) {
     uint8_t header_bytes[nbd::kOptionHeaderBytes];
-    if (ReadFull(fd, header_bytes, sizeof(header_bytes)) != Io::kOk) return false;
+    if (ReadExact(fd, header_bytes, sizeof(header_bytes)) != Io::kOk) return false;
     absl::StatusOr<nbd::OptionHeader> header = nbd::DecodeOptionHeader(header_bytes);
     if (!header.ok()) {
       ProtocolError(c, header.status().message());
@@ -893,7 +868,7 @@ bool NbdServer::Handshake(Connection* c) {
       return false;
     }
     data.resize(header->length);
-    if (ReadFull(fd, data.data(), data.size()) != Io::kOk) return false;
+    if (ReadExact(fd, data.data(), data.size()) != Io::kOk) return false;
 
     switch (option) {
       case nbd::kOptExportName: {

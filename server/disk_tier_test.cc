@@ -4,16 +4,11 @@
 #include <string>
 #include <vector>
 
+#include "common/test_temp_dir.h"
 #include "gtest/gtest.h"
 
 namespace ramster {
 namespace {
-
-std::string TempDir() {
-  std::string tmpl = std::string(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp") +
-                     "/disk_tier_XXXXXX";
-  return mkdtemp(tmpl.data());
-}
 
 TEST(DiskTier, KeysSortByClientPoolObjectIndex) {
   std::vector<DiskPageKey> keys = {{1, 0, 0, 0}, {1, 0, 0, 1}, {1, 0, 1, 0},
@@ -31,7 +26,7 @@ TEST(DiskTier, KeysSortByClientPoolObjectIndex) {
 }
 
 TEST(DiskTier, PutGetDeleteAndRanges) {
-  std::string dir = TempDir();
+  std::string dir = MakeTestTempDir("disk_tier");
   auto tier = DiskTier::Open(dir);
   ASSERT_TRUE(tier.ok()) << tier.status();
   std::vector<uint8_t> payload(100, 0x5A);
@@ -81,7 +76,7 @@ TEST(DiskTier, PutGetDeleteAndRanges) {
 }
 
 TEST(DiskTier, ReopenKeepsPagesAndClientMeta) {
-  std::string dir = TempDir();
+  std::string dir = MakeTestTempDir("disk_tier");
   {
     auto tier = DiskTier::Open(dir);
     ASSERT_TRUE(tier.ok());

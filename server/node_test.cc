@@ -9,6 +9,7 @@
 
 #include "common/page_codec.h"
 #include "common/proc_status.h"
+#include "common/test_temp_dir.h"
 #include "gtest/gtest.h"
 
 namespace ramster {
@@ -16,12 +17,6 @@ namespace {
 
 constexpr uint32_t kSwapPool = 1;
 constexpr uint32_t kCachePool = 2;
-
-std::string TempDir() {
-  std::string tmpl =
-      std::string(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp") + "/node_XXXXXX";
-  return mkdtemp(tmpl.data());
-}
 
 // A page whose content depends on (seed, compressibility): text-like pages
 // compress about 2:1, random ones not at all.
@@ -53,7 +48,7 @@ v1::Page WirePage(uint32_t pool, uint64_t index, const std::vector<uint8_t>& byt
 
 class NodeTest : public ::testing::Test {
  protected:
-  void SetUp() override { dir_ = TempDir(); }
+  void SetUp() override { dir_ = MakeTestTempDir("node"); }
 
   void Start(uint64_t ram, uint64_t disk, uint64_t quota = 0) {
     NodeOptions o;

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/client_identity.h"
 #include "common/page_link_wire.h"
+#include "common/socket_io.h"
 #include "server/load_reply.h"
 
 namespace ramster {
@@ -35,35 +36,12 @@ constexpr int kKeepaliveProbes = 3;
 constexpr size_t kKeptBufferBytes = 512 << 10;
 
 // Writes one frame: the length of `a` and `b` together, then both.
-bool WriteFrame(int fd, const void* a, size_t a_size, const void* b = nullptr,
-                size_t b_size = 0) {
+bool WriteFrame(int fd, const void* a, size_t a_size, const void* b, size_t b_size) {
   const uint32_t length = htonl(static_cast<uint32_t>(a_size + b_size));
   iovec iov[3] = {{const_cast<uint32_t*>(&length), sizeof(length)},
                   {const_cast<void*>(a), a_size},
                   {const_cast<void*>(b), b_size}};
-  iovec* next = iov;
-  int count = b_size > 0 ? 3 : 2;
-  while (count > 0) {
-    msghdr msg{};
-    msg.msg_iov = next;
-    msg.msg_iovlen = static_cast<size_t>(count);
-    // A client that closed its end gets EPIPE here, not a SIGPIPE for the
-    // whole server.
-    ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    auto done = static_cast<size_t>(w);
-    while (count > 0 && done >= next->iov_len) {
-      done -= next->iov_len;
-      ++next;
-      --count;
-    }
-    if (count > 0) {
-      next->iov_base = static_cast<char*>(next->iov_base) + done;
-      next->iov_len -= done;
-    }
-  }
-  return true;
+  return SendAll(fd, iov, b_size > 0 ? 3 : 2);
 }
 
 bool WriteMessage(int fd, const google::protobuf::MessageLite& message, std::string* scratch) {

@@ -18,6 +18,8 @@
 
 #include "common/page_codec.h"
 #include "common/page_link_wire.h"
+#include "common/socket_io.h"
+#include "common/test_temp_dir.h"
 #include "gtest/gtest.h"
 
 namespace ramster {
@@ -26,12 +28,6 @@ namespace {
 constexpr uint32_t kPool = 1;
 constexpr uint64_t kEpoch = 7;
 constexpr char kClient[] = "client-a";
-
-std::string TempDir() {
-  std::string tmpl =
-      std::string(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp") + "/page_link_XXXXXX";
-  return mkdtemp(tmpl.data());
-}
 
 std::vector<uint8_t> MakePage(uint64_t seed) {
   std::vector<uint8_t> page(kPageSize);
@@ -84,10 +80,7 @@ class RawLink {
 
   bool connected() const { return connected_; }
 
-  bool SendRaw(const std::string& bytes) {
-    return send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
-           static_cast<ssize_t>(bytes.size());
-  }
+  bool SendRaw(const std::string& bytes) { return SendAll(fd_, bytes.data(), bytes.size()); }
   bool SendFrame(const std::string& body) {
     const uint32_t length = htonl(static_cast<uint32_t>(body.size()));
     return SendRaw(std::string(reinterpret_cast<const char*>(&length), 4) + body);
@@ -103,9 +96,9 @@ class RawLink {
   // which fails the test).
   std::optional<v1::PagesReply> Read() {
     uint32_t length = 0;
-    if (!ReadFull(&length, 4)) return std::nullopt;
+    if (!ReadFull(fd_, &length, 4)) return std::nullopt;
     std::string body(ntohl(length), '\0');
-    if (!ReadFull(body.data(), body.size())) return std::nullopt;
+    if (!ReadFull(fd_, body.data(), body.size())) return std::nullopt;
     v1::PagesReply reply;
     EXPECT_TRUE(reply.ParseFromString(body));
     return reply;
@@ -117,17 +110,6 @@ class RawLink {
   }
 
  private:
-  bool ReadFull(void* buf, size_t n) {
-    auto* p = static_cast<char*>(buf);
-    while (n > 0) {
-      ssize_t r = recv(fd_, p, n, 0);
-      if (r <= 0) return false;
-      p += r;
-      n -= static_cast<size_t>(r);
-    }
-    return true;
-  }
-
   int fd_ = -1;
   bool connected_ = false;
 };
@@ -138,7 +120,7 @@ class PageLinkTest : public ::testing::Test {
     NodeOptions o;
     o.ram_limit = 16 << 20;
     o.disk_limit = 64 << 20;
-    o.data_dir = TempDir();
+    o.data_dir = MakeTestTempDir("page_link");
     o.maintenance_interval = absl::Hours(1);
     auto node = Node::Open(o);
     ASSERT_TRUE(node.ok()) << node.status();

@@ -13,6 +13,7 @@
 
 #include "common/client_identity.h"
 #include "common/page_codec.h"
+#include "common/test_temp_dir.h"
 #include "gtest/gtest.h"
 
 namespace ramster {
@@ -21,12 +22,6 @@ namespace {
 constexpr uint32_t kPool = 1;
 constexpr uint64_t kEpoch = 7;
 constexpr char kClient[] = "client-a";
-
-std::string TempDir() {
-  std::string tmpl =
-      std::string(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp") + "/services_XXXXXX";
-  return mkdtemp(tmpl.data());
-}
 
 // Incompressible, so that a few pages fill a small RAM limit.
 std::vector<uint8_t> MakePage(uint64_t seed) {
@@ -88,7 +83,7 @@ class ServicesTest : public ::testing::Test {
     NodeOptions o;
     o.ram_limit = 16 << 20;
     o.disk_limit = 64 << 20;
-    o.data_dir = TempDir();
+    o.data_dir = MakeTestTempDir("services");
     o.maintenance_interval = absl::Hours(1);  // tests drive it
     auto node = Node::Open(o);
     ASSERT_TRUE(node.ok()) << node.status();

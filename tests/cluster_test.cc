@@ -17,6 +17,7 @@
 #include "client/fault_tier.h"
 #include "client/local_file_tier.h"
 #include "client/tier_stack.h"
+#include "common/test_temp_dir.h"
 #include "gtest/gtest.h"
 #include "ramster/v1/admin.grpc.pb.h"
 #include "tests/server_process.h"
@@ -25,12 +26,6 @@ namespace ramster {
 namespace {
 
 constexpr uint32_t kPool = 1;
-
-std::string TempPath(const std::string& what) {
-  std::string tmpl = std::string(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp") +
-                     "/" + what + "_XXXXXX";
-  return mkdtemp(tmpl.data());
-}
 
 // Contents of slot `slot` at version `version`: mostly compressible.
 std::vector<uint8_t> Content(uint64_t slot, uint64_t version) {
@@ -59,7 +54,7 @@ class Cluster {
   Cluster(int n, const std::string& ram, const std::string& quota = "0",
           const std::vector<std::string>& extra = {}) {
     for (int i = 0; i < n; ++i) {
-      dirs_.push_back(TempPath("node"));
+      dirs_.push_back(MakeTestTempDir("node"));
       std::vector<std::string> args = {"--memory-limit=" + ram, "--disk-limit=256M",
                                        "--data-dir=" + dirs_.back(), "--client-quota=" + quota,
                                        "--node-id=node" + std::to_string(i)};
@@ -134,7 +129,7 @@ Client MakeClient(const Cluster& c, uint64_t slots, int replicas, const std::str
   o.peer.reply_poll = reply_poll;
   auto cluster = ClusterTier::Create(o);
   EXPECT_TRUE(cluster.ok()) << cluster.status();
-  auto file = LocalFileTier::Open(TempPath("swap") + "/swapfile", slots);
+  auto file = LocalFileTier::Open(MakeTestTempDir("swap") + "/swapfile", slots);
   EXPECT_TRUE(file.ok()) << file.status();
   Client cl{cluster->get(), file->get(), nullptr};
   std::vector<std::unique_ptr<Tier>> tiers;
@@ -150,6 +145,15 @@ Client MakeClient(const Cluster& c, uint64_t slots, int replicas, const std::str
   absl::Status s = stack->Load(slot, absl::MakeSpan(out));
   if (!s.ok()) return ::testing::AssertionFailure() << "slot " << slot << ": " << s;
   if (out != expect) return ::testing::AssertionFailure() << "slot " << slot << ": wrong bytes";
+  return ::testing::AssertionSuccess();
+}
+
+// Slots 0.. read back as `expect` (one LoadRange).
+::testing::AssertionResult RangeReadsBack(TierStack* stack, const std::vector<uint8_t>& expect) {
+  std::vector<uint8_t> out(expect.size());
+  absl::Status s = stack->LoadRange(0, absl::MakeSpan(out));
+  if (!s.ok()) return ::testing::AssertionFailure() << "LoadRange: " << s;
+  if (out != expect) return ::testing::AssertionFailure() << "wrong bytes";
   return ::testing::AssertionSuccess();
 }
 
@@ -194,7 +198,7 @@ TEST(Cluster, PeersByNameAreResolvedToAddresses) {
     up += p.up;
   }
   EXPECT_EQ(up, 2);
-  auto file = LocalFileTier::Open(TempPath("swap") + "/swapfile", 64);
+  auto file = LocalFileTier::Open(MakeTestTempDir("swap") + "/swapfile", 64);
   ASSERT_TRUE(file.ok());
   std::vector<std::unique_ptr<Tier>> tiers;
   tiers.push_back(std::move(*cluster));
@@ -224,13 +228,9 @@ TEST(Cluster, RangesTravelInBatchesAndSurviveAPeerDying) {
   EXPECT_EQ(stores, 2 * kSlots);  // two copies of each page
   // Pages travel many to a request, not one by one.
   EXPECT_LE(batches, stores / 8) << batches << " requests for " << stores << " copies";
-  std::vector<uint8_t> out(data.size());
-  ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
-  EXPECT_EQ(out, data);
+  ASSERT_TRUE(RangeReadsBack(cl.stack.get(), data));
   c.server(0).Kill();
-  std::fill(out.begin(), out.end(), 0);
-  ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
-  EXPECT_EQ(out, data);
+  ASSERT_TRUE(RangeReadsBack(cl.stack.get(), data));
   EXPECT_EQ(cl.stack->stats().load_failures, 0u);
 }
 
@@ -254,9 +254,7 @@ TEST(Cluster, LoadsSpreadOverThePeersAsTheCopiesDo) {
   }
   ASSERT_EQ(first.size(), 3u);
   for (const auto& [id, runs] : first) EXPECT_GE(runs, 3u) << "peer " << id;
-  std::vector<uint8_t> out(data.size());
-  ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
-  EXPECT_EQ(out, data);
+  ASSERT_TRUE(RangeReadsBack(cl.stack.get(), data));
   const std::vector<uint64_t> loads = c.Loads();
   EXPECT_EQ(std::accumulate(loads.begin(), loads.end(), uint64_t{0}), kSlots);
   for (int i = 0; i < c.size(); ++i) {
@@ -325,9 +323,7 @@ TEST(Cluster, APeerRestartedBetweenRequestsCostsNoFailure) {
   ASSERT_EQ(cl.stack->stats().slots_in[0], kSlots);
   ASSERT_EQ(c.server(0).Stop(), 0);  // graceful: pages kept
   ASSERT_TRUE(c.Restart(0)) << c.server(0).log();
-  std::vector<uint8_t> out(data.size());
-  ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
-  EXPECT_EQ(out, data);
+  ASSERT_TRUE(RangeReadsBack(cl.stack.get(), data));
   EXPECT_EQ(cl.stack->stats().load_failures, 0u);
   const auto peers = cl.cluster->peers();
   EXPECT_GE(peers[0].stream_retries, 1u);
@@ -340,9 +336,7 @@ TEST(Cluster, PageCallsGoOnThePageLinks) {
   Client cl = MakeClient(c, kSlots, 2);
   const std::vector<uint8_t> data = RangeContent(kSlots, 1);
   ASSERT_TRUE(cl.stack->StoreRange(0, data).ok());
-  std::vector<uint8_t> out(data.size());
-  ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
-  EXPECT_EQ(out, data);
+  ASSERT_TRUE(RangeReadsBack(cl.stack.get(), data));
   for (int slot = 0; slot < 8; ++slot) {
     EXPECT_TRUE(ReadsBack(cl.stack.get(), slot, Content(slot, 1)));
   }
@@ -364,9 +358,7 @@ TEST(Cluster, WithoutPageLinksPagesGoOnStreams) {
   const std::vector<uint8_t> data = RangeContent(kSlots, 1);
   ASSERT_TRUE(cl.stack->StoreRange(0, data).ok());
   ASSERT_EQ(cl.stack->stats().slots_in[0], kSlots);
-  std::vector<uint8_t> out(data.size());
-  ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
-  EXPECT_EQ(out, data);
+  ASSERT_TRUE(RangeReadsBack(cl.stack.get(), data));
   for (const auto& p : cl.cluster->peers()) {
     EXPECT_FALSE(p.link_usable);
     EXPECT_EQ(p.link_calls, 0u);
@@ -388,9 +380,7 @@ TEST(Cluster, ALinkGoneWithItsServerRestartSendsCallsOnStreams) {
   args.push_back("--page-link-port=-1");
   c.server(0).set_args(args);
   ASSERT_TRUE(c.Restart(0)) << c.server(0).log();
-  std::vector<uint8_t> out(data.size());
-  ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
-  EXPECT_EQ(out, data);
+  ASSERT_TRUE(RangeReadsBack(cl.stack.get(), data));
   EXPECT_EQ(cl.stack->stats().load_failures, 0u);
   auto peer = cl.cluster->peers()[0];
   EXPECT_GE(peer.link_failures, 1u);
@@ -398,8 +388,7 @@ TEST(Cluster, ALinkGoneWithItsServerRestartSendsCallsOnStreams) {
   // Health checks now see no link; calls stay on streams and work.
   cl.cluster->CheckNowForTest();
   const uint64_t link_calls = cl.cluster->peers()[0].link_calls;
-  ASSERT_TRUE(cl.stack->LoadRange(0, absl::MakeSpan(out)).ok());
-  EXPECT_EQ(out, data);
+  ASSERT_TRUE(RangeReadsBack(cl.stack.get(), data));
   peer = cl.cluster->peers()[0];
   EXPECT_FALSE(peer.link_usable);
   EXPECT_EQ(peer.link_calls, link_calls);
@@ -470,7 +459,7 @@ TEST(Cluster, InjectedFaultsNeverYieldWrongBytes) {
   o.peer.pool = kPool;
   auto cluster = ClusterTier::Create(o);
   ASSERT_TRUE(cluster.ok());
-  auto file = LocalFileTier::Open(TempPath("swap") + "/swapfile", kSlots);
+  auto file = LocalFileTier::Open(MakeTestTempDir("swap") + "/swapfile", kSlots);
   ASSERT_TRUE(file.ok());
   FaultTier::Faults f;
   f.refuse_store_every = 17;

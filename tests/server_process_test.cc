@@ -9,6 +9,7 @@
 
 #include "common/client_identity.h"
 #include "common/page_codec.h"
+#include "common/test_temp_dir.h"
 #include "gtest/gtest.h"
 #include "ramster/v1/admin.grpc.pb.h"
 #include "ramster/v1/page_store.grpc.pb.h"
@@ -18,12 +19,6 @@ namespace ramster {
 namespace {
 
 constexpr uint32_t kPool = 1;
-
-std::string TempDir() {
-  std::string tmpl =
-      std::string(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp") + "/srv_XXXXXX";
-  return mkdtemp(tmpl.data());
-}
 
 // Deterministic content for (index, generation): a mix of compressible and
 // incompressible pages, like a real swap stream.
@@ -147,7 +142,7 @@ std::vector<std::string> ServerArgs(const std::string& dir, const std::string& r
 }
 
 TEST(ServerProcess, FillPastRamIntoRocksDBRestartAndReadBack) {
-  std::string dir = TempDir();
+  std::string dir = MakeTestTempDir("srv");
   ServerProcess server(RunfilePath("server/ramster-server"), ServerArgs(dir, "4M"));
   ASSERT_TRUE(server.Start()) << server.log();
   const int kPages = 4000;  // ~16 MiB of pages into 4 MiB of RAM
@@ -201,7 +196,7 @@ TEST(ServerProcess, FillPastRamIntoRocksDBRestartAndReadBack) {
 }
 
 TEST(ServerProcess, SigkillMidWriteLeavesDiskConsistent) {
-  std::string dir = TempDir();
+  std::string dir = MakeTestTempDir("srv");
   ServerProcess server(RunfilePath("server/ramster-server"), ServerArgs(dir, "2M"));
   ASSERT_TRUE(server.Start()) << server.log();
   std::atomic<uint64_t> acked_batches{0};
@@ -251,7 +246,7 @@ TEST(ServerProcess, SigkillMidWriteLeavesDiskConsistent) {
 }
 
 TEST(ServerProcess, MalformedRequestsAreRejectedAndTheServerLivesOn) {
-  std::string dir = TempDir();
+  std::string dir = MakeTestTempDir("srv");
   ServerProcess server(RunfilePath("server/ramster-server"), ServerArgs(dir, "8M"));
   ASSERT_TRUE(server.Start()) << server.log();
   Client c(server.address(), "host-a", 1);
@@ -303,7 +298,7 @@ TEST(ServerProcess, MalformedRequestsAreRejectedAndTheServerLivesOn) {
 }
 
 TEST(ServerProcess, BadCommandLinesFailClearly) {
-  std::string dir = TempDir();
+  std::string dir = MakeTestTempDir("srv");
   ServerProcess no_dir(RunfilePath("server/ramster-server"), {"--memory-limit=8M"});
   EXPECT_FALSE(no_dir.Start());
   EXPECT_NE(no_dir.log().find("--data-dir is required"), std::string::npos) << no_dir.log();
