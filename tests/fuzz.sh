@@ -198,7 +198,7 @@ nbd_fuzzer() {
     kernel-shim/nbd_buffer_pool.cc kernel-shim/nbd_test_client.cc
     kernel-shim/nbd_test_device.cc kernel-shim/tier_stack_device.cc
     client/tier_stack.cc client/local_cache_tier.cc client/local_file_tier.cc
-    common/page_codec.cc)
+    common/page_codec.cc common/socket_io.cc)
   local deps=("${srcs[@]}" kernel-shim/nbd_fuzzer.cc kernel-shim/*.h client/*.h common/*.h
     "$self")
   local libs=(-llz4 -lxxhash "${absl_libs[@]}" -lpthread)
