@@ -11,6 +11,7 @@
 #include "common/proc_status.h"
 #include "common/test_temp_dir.h"
 #include "gtest/gtest.h"
+#include "server/test_wire_page.h"
 
 namespace ramster {
 namespace {
@@ -28,22 +29,6 @@ std::vector<uint8_t> MakePage(uint64_t seed, bool compressible = true) {
                            : static_cast<uint8_t>(rng());
   }
   return page;
-}
-
-v1::Page WirePage(uint32_t pool, uint64_t index, const std::vector<uint8_t>& bytes,
-                  uint64_t generation = 1) {
-  EncodedPage enc;
-  EXPECT_TRUE(EncodePage(bytes, &enc).ok());
-  v1::Page p;
-  p.mutable_key()->set_pool(pool);
-  p.mutable_key()->set_object(0);
-  p.mutable_key()->set_index(index);
-  p.set_encoding(static_cast<v1::Encoding>(enc.encoding));
-  p.set_payload(enc.payload, enc.length);
-  p.set_uncompressed_length(kPageSize);
-  p.set_checksum(enc.checksum);
-  p.set_generation(generation);
-  return p;
 }
 
 class NodeTest : public ::testing::Test {

@@ -21,6 +21,7 @@
 #include "common/socket_io.h"
 #include "common/test_temp_dir.h"
 #include "gtest/gtest.h"
+#include "server/test_wire_page.h"
 
 namespace ramster {
 namespace {
@@ -38,19 +39,9 @@ std::vector<uint8_t> MakePage(uint64_t seed) {
 }
 
 v1::PagesRequest StoreRequest(uint64_t index, const std::vector<uint8_t>& bytes) {
-  EncodedPage enc;
-  EXPECT_TRUE(EncodePage(bytes, &enc).ok());
   v1::PagesRequest req;
-  v1::StoreRequest* store = req.mutable_store();
-  store->set_boot_epoch(kEpoch);
-  v1::Page* p = store->add_pages();
-  p->mutable_key()->set_pool(kPool);
-  p->mutable_key()->set_index(index);
-  p->set_encoding(static_cast<v1::Encoding>(enc.encoding));
-  p->set_payload(enc.payload, enc.length);
-  p->set_uncompressed_length(kPageSize);
-  p->set_checksum(enc.checksum);
-  p->set_generation(1);
+  req.mutable_store()->set_boot_epoch(kEpoch);
+  *req.mutable_store()->add_pages() = WirePage(kPool, index, bytes);
   return req;
 }
 

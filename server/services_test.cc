@@ -15,6 +15,7 @@
 #include "common/page_codec.h"
 #include "common/test_temp_dir.h"
 #include "gtest/gtest.h"
+#include "server/test_wire_page.h"
 
 namespace ramster {
 namespace {
@@ -29,20 +30,6 @@ std::vector<uint8_t> MakePage(uint64_t seed) {
   std::mt19937_64 rng(seed);
   for (auto& b : page) b = static_cast<uint8_t>(rng());
   return page;
-}
-
-v1::Page WirePage(uint64_t index, const std::vector<uint8_t>& bytes) {
-  EncodedPage enc;
-  EXPECT_TRUE(EncodePage(bytes, &enc).ok());
-  v1::Page p;
-  p.mutable_key()->set_pool(kPool);
-  p.mutable_key()->set_index(index);
-  p.set_encoding(static_cast<v1::Encoding>(enc.encoding));
-  p.set_payload(enc.payload, enc.length);
-  p.set_uncompressed_length(kPageSize);
-  p.set_checksum(enc.checksum);
-  p.set_generation(1);
-  return p;
 }
 
 std::vector<uint8_t> Decoded(const v1::LoadResult& r) {
@@ -153,7 +140,7 @@ class ServicesTest : public ::testing::Test {
     Identify(&ctx, client);
     v1::StoreRequest req;
     req.set_boot_epoch(kEpoch);
-    *req.add_pages() = WirePage(index, MakePage(index));
+    *req.add_pages() = WirePage(kPool, index, MakePage(index));
     v1::StoreResponse resp;
     grpc::Status s = stub_->Store(&ctx, req, &resp);
     if (s.ok()) {
@@ -454,8 +441,8 @@ TEST_F(ServicesTest, PageStreamAnswersEachRequestInOrder) {
   auto stream = stub_->Pages(&ctx);
   v1::PagesRequest store;
   store.mutable_store()->set_boot_epoch(kEpoch);
-  *store.mutable_store()->add_pages() = WirePage(1, MakePage(1));
-  *store.mutable_store()->add_pages() = WirePage(2, MakePage(2));
+  *store.mutable_store()->add_pages() = WirePage(kPool, 1, MakePage(1));
+  *store.mutable_store()->add_pages() = WirePage(kPool, 2, MakePage(2));
   ASSERT_TRUE(stream->Write(store));
   v1::PagesReply reply;
   ASSERT_TRUE(stream->Read(&reply));

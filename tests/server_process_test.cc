@@ -11,6 +11,7 @@
 #include "common/page_codec.h"
 #include "common/test_temp_dir.h"
 #include "gtest/gtest.h"
+#include "server/test_wire_page.h"
 #include "ramster/v1/admin.grpc.pb.h"
 #include "ramster/v1/page_store.grpc.pb.h"
 #include "tests/server_process.h"
@@ -34,18 +35,7 @@ std::vector<uint8_t> Content(uint64_t index, uint64_t generation) {
 }
 
 v1::Page Wire(uint64_t index, uint64_t generation) {
-  auto bytes = Content(index, generation);
-  EncodedPage enc;
-  EXPECT_TRUE(EncodePage(bytes, &enc).ok());
-  v1::Page p;
-  p.mutable_key()->set_pool(kPool);
-  p.mutable_key()->set_index(index);
-  p.set_encoding(static_cast<v1::Encoding>(enc.encoding));
-  p.set_payload(enc.payload, enc.length);
-  p.set_uncompressed_length(kPageSize);
-  p.set_checksum(enc.checksum);
-  p.set_generation(generation);
-  return p;
+  return WirePage(kPool, index, Content(index, generation), generation);
 }
 
 class Client {
