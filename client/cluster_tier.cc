@@ -13,6 +13,7 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/thread_name.h"
 
 namespace ramster {
 namespace {
@@ -408,6 +409,7 @@ std::vector<ClusterTier::PeerView> ClusterTier::peers() const {
 // ------------------------------------------------------------ background --
 
 void ClusterTier::BackgroundLoop() {
+  NameThisThread("cluster-health");
   MutexLock lock(&stop_mu_);
   while (!stop_) {
     stop_cv_.WaitFor(options_.health_interval);

@@ -21,6 +21,7 @@
 #include "common/grpc_status.h"
 #include "common/page_link_wire.h"
 #include "common/socket_io.h"
+#include "common/thread_name.h"
 
 namespace ramster {
 namespace {
@@ -468,6 +469,7 @@ void Peer::EnqueueInvalidate(const PageKey& key, uint32_t generation) {
 }
 
 void Peer::SenderLoop() {
+  NameThisThread("peer-sender");
   for (;;) {
     std::vector<std::pair<PendingStore*, Completion*>> batch;
     std::vector<v1::InvalidateRange> ranges;

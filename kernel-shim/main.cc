@@ -37,6 +37,7 @@
 #include "common/byte_size.h"
 #include "common/flags.h"
 #include "common/proc_status.h"
+#include "common/thread_name.h"
 #include "kernel-shim/nbd_server.h"
 #include "kernel-shim/shim_admin.h"
 #include "kernel-shim/tier_stack_device.h"
@@ -313,6 +314,7 @@ int Run() {
   const std::string stats_file = absl::GetFlag(FLAGS_stats_file);
   if (!stats_file.empty()) {
     stats = std::thread([&] {
+      NameThisThread("stats");
       while (!stop.load()) {
         std::string tmp = stats_file + ".tmp";
         {

@@ -24,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "common/busy_poll.h"
 #include "common/socket_io.h"
+#include "common/thread_name.h"
 
 namespace ramster {
 
@@ -722,6 +723,7 @@ NbdServerStats NbdServer::stats() const {
 // ---- connections -------------------------------------------------------------
 
 void NbdServer::AcceptLoop() {
+  NameThisThread("nbd-accept");
   for (;;) {
     pollfd fds[3];
     int n = 0;
@@ -814,6 +816,7 @@ void NbdServer::ProtocolError(Connection* c, absl::string_view what) {
 }
 
 void NbdServer::Serve(Connection* c) {
+  NameThisThread("nbd-conn");
   if (Handshake(c)) {
     SetTimeout(c->fd(), SO_RCVTIMEO, absl::ZeroDuration());  // idle is fine now
     Transmission(c);
@@ -1096,6 +1099,7 @@ bool NbdServer::InlineBurst(const std::vector<Job>& jobs, uint32_t type, size_t 
 }
 
 void NbdServer::WorkerLoop() {
+  NameThisThread("nbd-worker");
   std::vector<Job> batch;
   while (queue_->PopBatch(options_.max_batch_bytes, &batch)) {
     // Run lets go of the jobs' connection.

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/thread_name.h"
 
 namespace ramster {
 
@@ -181,6 +182,7 @@ absl::Status WriteBehindDevice::FlushFrames(const std::vector<int32_t>& frames,
 }
 
 void WriteBehindDevice::FlusherLoop() {
+  NameThisThread("wb-flusher");
   std::vector<int32_t> frames;
   std::vector<Io> ios;
   frames.reserve(options_.max_flush_pages);

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/page_codec.h"
+#include "common/thread_name.h"
 
 namespace ramster {
 
@@ -1005,6 +1006,7 @@ bool Node::RecompressOne(Shard& shard, const RecompressCandidate& cand, Client* 
 }
 
 void Node::RecompressLoop() {
+  NameThisThread("recompress");
   // Spare CPU only: SCHED_IDLE yields to every other thread of the
   // machine when it wakes, and a cap on its share bounds what it takes
   // even from a donor whose clients keep storing long-lived pages. (fio
@@ -1054,6 +1056,7 @@ void Node::ExpireLeases() {
 }
 
 void Node::MaintenanceLoop() {
+  NameThisThread("maintenance");
   MutexLock lock(&stop_mu_);
   while (!stop_) {
     stop_cv_.WaitFor(options_.maintenance_interval);

@@ -15,6 +15,7 @@
 #include "common/client_identity.h"
 #include "common/page_link_wire.h"
 #include "common/socket_io.h"
+#include "common/thread_name.h"
 #include "server/load_reply.h"
 
 namespace ramster {
@@ -191,6 +192,7 @@ void PageLink::ReapLocked() {
 }
 
 void PageLink::AcceptLoop() {
+  NameThisThread("link-accept");
   for (;;) {
     const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     MutexLock lock(&mu_);
@@ -237,6 +239,7 @@ void PageLink::AcceptLoop() {
 }
 
 void PageLink::Serve(Connection* conn) {
+  NameThisThread("link");
   const int fd = conn->fd;
   std::string buffer;  // the request being read
   std::string scratch;  // the reply being written

@@ -17,6 +17,7 @@
 #include "common/completion_queue.h"
 #include "common/grpc_status.h"
 #include "common/mutex.h"
+#include "common/thread_name.h"
 #include "server/load_reply.h"
 
 namespace ramster {
@@ -697,6 +698,7 @@ void Await(Shared* shared, const Method<Service, Request, Response>& method,
 // after the reply, and one that finds the thread awake costs the client's
 // send no wakeup and this thread no switch.
 void Drain(grpc::ServerCompletionQueue* cq, absl::Duration poll) {
+  NameThisThread("grpc-cq");
   void* tag = nullptr;
   bool ok = false;
   while (NextPolled(cq, poll, &tag, &ok)) static_cast<Call*>(tag)->Proceed(ok);

@@ -1,5 +1,7 @@
 #include "server/work_queue.h"
 
+#include "common/thread_name.h"
+
 namespace ramster {
 
 WorkQueue::WorkQueue(int threads, size_t max_pending) : max_pending_(max_pending) {
@@ -31,6 +33,7 @@ size_t WorkQueue::pending() {
 }
 
 void WorkQueue::Run() {
+  NameThisThread("worker");
   for (;;) {
     std::function<void()> work;
     {
