@@ -437,6 +437,7 @@ def swap():
         md.append("| backend | READs (run 1) | pages read from the write-behind area (run 1) | p50 us | p90 us | p99 us |")
         md.append("|---|---|---|---|---|---|")
         md.extend(lat)
+    swap_cpu(runs)
     if plt:
         fig, ax = plt.subplots(figsize=(8, 4))
         for i, b in enumerate(BACKENDS):
@@ -450,6 +451,48 @@ def swap():
         ax.set_title(f"swap_workload {cfg.get('mib')} MiB in a {cfg.get('limit_mib')} MiB cgroup: completion time")
         md.append(f"\n![swap]({savefig(fig, 'swap_completion.png')})\n")
     memory(runs)
+
+
+def swap_cpu(runs):
+    """Where the CPU went during each backend's workload (bench/thread_cpu.py
+    snapshots before and after it): the machine's busy share, and the CPU
+    seconds of each named thread of the shim, the servers, nbdkit and nbdfuse."""
+    rows = []
+    for b in BACKENDS:
+        per = []
+        for r in runs:
+            a = load(os.path.join(RAW, f"swap-{b}-run{r}.cpu-before.json"))
+            z = load(os.path.join(RAW, f"swap-{b}-run{r}.cpu-after.json"))
+            if not a or not z:
+                continue
+            hz = z.get("hz") or 100
+            d = [y - x for x, y in zip(a["cpu"][:8], z["cpu"][:8])]
+            total = sum(d)
+            if total <= 0:
+                continue
+            busy = total - d[3] - d[4]  # less idle and iowait
+            threads = {k: (v - a["threads"].get(k, 0)) / hz for k, v in z["threads"].items()}
+            per.append({"wall": z["t"] - a["t"], "busy": busy / hz, "busy_share": busy / total,
+                        "steal": d[7] / total, "cpus": z.get("cpus") or 1, "threads": threads})
+        if not per:
+            continue
+        names = sorted({k for p in per for k in p["threads"]})
+        med = {k: stat([p["threads"].get(k, 0.0) for p in per]) for k in names}
+        busy = stat([p["busy"] for p in per])
+        shown = [k for k in sorted(names, key=lambda k: -med[k][0]) if med[k][0] >= 0.01 * busy[0]]
+        listed = stat([p["busy"] - sum(p["threads"].get(k, 0.0) for k in shown) for p in per])
+        cells = ", ".join(f"{k} {med[k][0]:.2f}" for k in shown)
+        rows.append(f"| {b} | {fs(stat([p['wall'] for p in per]))} | {fs(stat([100 * p['busy_share'] for p in per]))}% "
+                    f"of {per[0]['cpus']} | {fs(busy)} | {cells or '-'} | {fs(listed)} |")
+    if rows:
+        md.append("\nWhere the CPU went while the workload ran (bench/thread_cpu.py before and after it; "
+                  "median of the runs): the machine's busy share (less idle and iowait), its busy CPU seconds, the "
+                  "CPU seconds of each thread of the backend's processes that used at least 1% of them "
+                  "(process/thread name: the shim's and servers' threads name themselves), and the rest "
+                  "(the workload, the kernel's reclaim, loop and softirq work, anything else on the machine):\n")
+        md.append("| backend | window s | busy | busy CPU s | CPU s by thread | rest CPU s |")
+        md.append("|---|---|---|---|---|---|")
+        md.extend(rows)
 
 
 def samples(path):

@@ -54,6 +54,7 @@ CTL="$BIN/client/ramsterctl"
 WORKLOAD="$BIN/tests/swap_workload"
 CLUSTER="$ROOT/deploy/local/cluster.sh"
 SWAPSH="$ROOT/deploy/local/swap.sh"
+THREAD_CPU="$ROOT/bench/thread_cpu.py"
 
 DATE=$(date +%Y-%m-%d)
 # A full run never replaces an earlier one's report: a second run on one day

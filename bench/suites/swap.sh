@@ -13,6 +13,9 @@
 # Backends run round-robin within each run. While the workload runs, a
 # sampler records zram's mm_stat, or `ramsterctl status --json`, the servers'
 # RSS and the shim's stats file, every 0.5-1 s (raw/swap-*-samples.jsonl).
+# Around each workload run, bench/thread_cpu.py records the machine's CPU
+# time and that of every thread of the shim, the servers, nbdkit and nbdfuse
+# (raw/swap-*.cpu-{before,after}.json): where the CPU went, by thread name.
 SWAP_BACKENDS=${SWAP_BACKENDS:-"ram loop-file zram-lz4 nbdkit ramster-local ramster-r1 ramster-r2"}
 
 swap_setup() {  # backend run -> sets SW_DEV; registers teardown (not in a subshell)
@@ -138,9 +141,11 @@ suite_swap() {
       fi
       printf 'echo $$ >%s/cgroup.procs; exec %s --mib=%s --passes=3 --ops=%s   # limit %s MiB, backend %s %s\n' \
         "$CG" "$WORKLOAD" "$mib" "$ops" "$([ "$b" = ram ] && echo none || echo $limit)" "$b" "$dev" >>"$RAW/commands.txt"
+      python3 "$THREAD_CPU" >"$RAW/$tag.cpu-before.json" 2>/dev/null
       bash -c "echo \$\$ >'$CG/cgroup.procs'; exec timeout 900 '$WORKLOAD' --mib=$mib --passes=3 --ops=$ops" \
         >"$RAW/$tag.out" 2>&1
       local rc=$? secs
+      python3 "$THREAD_CPU" >"$RAW/$tag.cpu-after.json" 2>/dev/null
       secs=$(grep -o '[0-9.]* s, checksum' "$RAW/$tag.out" | awk '{print $1}')
       grep -q ", OK" "$RAW/$tag.out" || { rc=${rc/#0/1}; }
       cat /sys/fs/cgroup/memory/ramster-bench-$$/memory.max_usage_in_bytes >"$RAW/$tag.cg-max-usage" 2>/dev/null
