@@ -470,8 +470,10 @@ def swap_cpu(runs):
             total = sum(d)
             if total <= 0:
                 continue
-            busy = total - d[3] - d[4]  # less idle and iowait
-            threads = {k: (v - a["threads"].get(k, 0)) / hz for k, v in z["threads"].items()}
+            busy = total - d[3] - d[4] - d[7]  # less idle, iowait and steal
+            # A thread that ended in between, and one of its name that began, could
+            # make a name's ticks fall: count that as none.
+            threads = {k: max(0, v - a["threads"].get(k, 0)) / hz for k, v in z["threads"].items()}
             per.append({"wall": z["t"] - a["t"], "busy": busy / hz, "busy_share": busy / total,
                         "steal": d[7] / total, "cpus": z.get("cpus") or 1, "threads": threads})
         if not per:
@@ -483,15 +485,17 @@ def swap_cpu(runs):
         listed = stat([p["busy"] - sum(p["threads"].get(k, 0.0) for k in shown) for p in per])
         cells = ", ".join(f"{k} {med[k][0]:.2f}" for k in shown)
         rows.append(f"| {b} | {fs(stat([p['wall'] for p in per]))} | {fs(stat([100 * p['busy_share'] for p in per]))}% "
-                    f"of {per[0]['cpus']} | {fs(busy)} | {cells or '-'} | {fs(listed)} |")
+                    f"of {per[0]['cpus']} | {fs(stat([100 * p['steal'] for p in per]))}% | {fs(busy)} | "
+                    f"{cells or '-'} | {fs(listed)} |")
     if rows:
         md.append("\nWhere the CPU went while the workload ran (bench/thread_cpu.py before and after it; "
-                  "median of the runs): the machine's busy share (less idle and iowait), its busy CPU seconds, the "
+                  "median of the runs): the machine's busy share (less idle, iowait and steal), the share the hypervisor gave "
+                  "other guests (steal: a noisy neighbour shows there), its busy CPU seconds, the "
                   "CPU seconds of each thread of the backend's processes that used at least 1% of them "
                   "(process/thread name: the shim's and servers' threads name themselves), and the rest "
                   "(the workload, the kernel's reclaim, loop and softirq work, anything else on the machine):\n")
-        md.append("| backend | window s | busy | busy CPU s | CPU s by thread | rest CPU s |")
-        md.append("|---|---|---|---|---|---|")
+        md.append("| backend | window s | busy | steal | busy CPU s | CPU s by thread | rest CPU s |")
+        md.append("|---|---|---|---|---|---|---|")
         md.extend(rows)
 
 
