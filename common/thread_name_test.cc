@@ -19,26 +19,26 @@ std::string CommOf(long tid) {
   return name;
 }
 
-TEST(ThreadNameTest, NamesTheCallingThreadOnly) {
-  const std::string before = CommOf(syscall(SYS_gettid));
+// Starts a thread that names itself `name`, and returns what /proc then
+// shows as that thread's name.
+std::string NameSeenInNewThread(const char* name) {
   std::string seen;
   std::thread t([&] {
-    NameThisThread("rs-test");
+    NameThisThread(name);
     seen = CommOf(syscall(SYS_gettid));
   });
   t.join();
-  EXPECT_EQ(seen, "rs-test");
+  return seen;
+}
+
+TEST(ThreadNameTest, NamesTheCallingThreadOnly) {
+  const std::string before = CommOf(syscall(SYS_gettid));
+  EXPECT_EQ(NameSeenInNewThread("rs-test"), "rs-test");
   EXPECT_EQ(CommOf(syscall(SYS_gettid)), before);
 }
 
 TEST(ThreadNameTest, KeepsTheFirstFifteenBytes) {
-  std::string seen;
-  std::thread t([&] {
-    NameThisThread("a-name-longer-than-fifteen");
-    seen = CommOf(syscall(SYS_gettid));
-  });
-  t.join();
-  EXPECT_EQ(seen, "a-name-longer-t");
+  EXPECT_EQ(NameSeenInNewThread("a-name-longer-than-fifteen"), "a-name-longer-t");
 }
 
 }  // namespace
