@@ -55,7 +55,9 @@
 // and the fill reused: NodeStatus slab_cached_bytes), divided by the pages
 // stored; for ramster also NodeStatus ram_used_bytes and payload_bytes per
 // page (its own accounting), so that the overhead beyond the compressed
-// payload shows; for memcached its `stats` bytes per item.
+// payload shows; for memcached its `stats` bytes per item. The fill runs in
+// two halves, and the same figure over the second half alone (the slope)
+// is what one more page costs, without what the process grows by once.
 //
 //   bazel build -c opt //bench:server_bench
 //   bazel-bin/bench/server_bench --json=/tmp/server_bench.json
@@ -87,6 +89,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <latch>
 #include <map>
 #include <memory>
@@ -456,15 +459,17 @@ enum Op { kStore, kLoad, kNumOps };
 constexpr std::array<const char*, kNumOps> kOpNames = {"store", "load"};
 
 // Round trip r carries keys [r * pages_per_rt, (r + 1) * pages_per_rt);
-// thread t does round trips [First(t), First(t + 1)).
+// a workload runs round trips [first_rt, first_rt + round_trips), thread t
+// those in [First(t), First(t + 1)).
 struct Workload {
   Pattern pattern;
   int pages_per_rt;
   size_t round_trips;
   int threads;
+  size_t first_rt = 0;
 
   size_t pages() const { return round_trips * pages_per_rt; }
-  size_t First(int t) const { return round_trips * t / threads; }
+  size_t First(int t) const { return first_rt + round_trips * t / threads; }
   uint64_t FirstKey(size_t rt) const { return uint64_t{rt} * pages_per_rt; }
 };
 
@@ -477,6 +482,19 @@ struct PhaseResult {
   // the idle server): what disturbed the measurement.
   double foreign_cpu_seconds = 0;
 };
+
+// Two phases that ran one after the other, as one.
+PhaseResult Concatenate(const PhaseResult& a, const PhaseResult& b) {
+  PhaseResult r;
+  r.seconds = a.seconds + b.seconds;
+  r.server_cpu_seconds = a.server_cpu_seconds + b.server_cpu_seconds;
+  r.client_cpu_seconds = a.client_cpu_seconds + b.client_cpu_seconds;
+  r.foreign_cpu_seconds = a.foreign_cpu_seconds + b.foreign_cpu_seconds;
+  r.latency_ns.reserve(a.latency_ns.size() + b.latency_ns.size());
+  std::merge(a.latency_ns.begin(), a.latency_ns.end(), b.latency_ns.begin(),
+             b.latency_ns.end(), std::back_inserter(r.latency_ns));
+  return r;
+}
 
 // CPU of the processes the bench accounts for: itself and its servers.
 struct CpuSnapshot {
@@ -1064,18 +1082,26 @@ struct Cell {
 // The first batched store into a freshly started server: its memory grows
 // (page faults, new slabs) while it is timed. Measured once, not in the
 // rounds, which run on warm memory.
+//
+// It runs in two halves with the server's memory read between them. The
+// whole fill's growth per page also carries what the process grows by once
+// (malloc's per-thread caches, buffers, the first slab pages of each
+// class), spread over however many pages the fill has; the second half's
+// growth per page (the slope) is what one more page costs.
 struct Memory {
   bool measured = false;
   Cell first_fill;
   uint64_t pages = 0;
-  uint64_t rss_before = 0, rss_after = 0;
+  uint64_t pages_mid = 0;  // stored by the first half
+  uint64_t rss_before = 0, rss_mid = 0, rss_after = 0;
   // ramster: empty slab pages the server kept committed from the warm-up
-  // (NodeStatus slab_cached_bytes) that the fill reused. They were resident
-  // before it, so RSS alone would not count them.
-  uint64_t cache_reused = 0;
+  // (NodeStatus slab_cached_bytes) that the fill reused, in all and in its
+  // second half. They were resident before, so RSS alone would not count
+  // them.
+  uint64_t cache_reused = 0, cache_reused_second = 0;
   // ramster: NodeStatus; memcached: `stats` bytes and curr_items.
   uint64_t accounted_bytes = 0;
-  uint64_t payload_bytes = 0;
+  uint64_t payload_bytes = 0, payload_mid = 0;
   uint64_t items = 0;
 
   double RssPerPage() const {
@@ -1085,6 +1111,21 @@ struct Memory {
   }
   double AccountedPerPage() const { return static_cast<double>(accounted_bytes) / pages; }
   double PayloadPerPage() const { return static_cast<double>(payload_bytes) / pages; }
+  // The second half's growth and payload per page.
+  double SlopeRssPerPage() const {
+    return (static_cast<double>(rss_after) - static_cast<double>(rss_mid) +
+            static_cast<double>(cache_reused_second)) /
+           static_cast<double>(pages - pages_mid);
+  }
+  double SlopePayloadPerPage() const {
+    return static_cast<double>(payload_bytes - payload_mid) /
+           static_cast<double>(pages - pages_mid);
+  }
+  // What the whole fill grew by beyond pages * slope: the one-time part.
+  double OneTimeBytes() const {
+    return RssPerPage() * pages - SlopeRssPerPage() * pages -
+           (PayloadPerPage() - SlopePayloadPerPage()) * pages;
+  }
 };
 
 struct Results {
@@ -1213,21 +1254,24 @@ void PrintTable(const Results& r, int threads, int rounds) {
   }
   std::printf("\ndonor RAM per stored page, after that first fill of %zu pages:\n",
               b.pages());
-  std::printf("  %-9s %12s %14s %14s %14s %14s\n", "system", "RSS delta",
-              "own account", "payload", "RSS overhead", "acct overhead");
+  std::printf("  %-9s %12s %14s %14s %14s %14s %14s %12s\n", "system", "RSS delta",
+              "own account", "payload", "RSS overhead", "acct overhead", "slope overhead",
+              "one-time MB");
   for (int s = 0; s < kNumSystems; ++s) {
     const Memory& m = r.memory[s];
     if (!m.measured) continue;
-    std::printf("  %-9s %12.0f %14.0f %14.0f %14.0f %14.0f\n", kSystemNames[s],
+    std::printf("  %-9s %12.0f %14.0f %14.0f %14.1f %14.1f %14.1f %12.2f\n", kSystemNames[s],
                 m.RssPerPage(), m.AccountedPerPage(), m.PayloadPerPage(),
                 m.RssPerPage() - m.PayloadPerPage(),
-                m.AccountedPerPage() - m.PayloadPerPage());
+                m.AccountedPerPage() - m.PayloadPerPage(),
+                m.SlopeRssPerPage() - m.SlopePayloadPerPage(), m.OneTimeBytes() / 1e6);
   }
   std::printf("  (bytes per page. RSS delta: VmRSS less LazyFree, after - before, plus for "
               "ramster the slab pages\n   the warm-up left cached that the fill reused; "
               "ramster own account = NodeStatus ram_used_bytes,\n   payload = payload_bytes; "
               "memcached own account = stats bytes (items with headers),\n   payload = the "
-              "4096-byte value)\n\n");
+              "4096-byte value; slope: the same over the fill's second half only;\n   one-time: "
+              "what the whole fill grew by beyond its pages at the slope's cost)\n\n");
 
   std::printf("goals:\n");
   for (int o = 0; o < kNumOps; ++o) {
@@ -1241,10 +1285,12 @@ void PrintTable(const Results& r, int threads, int rounds) {
   const Memory& m = r.memory[kRamster];
   if (m.measured) {
     const double limit = m.PayloadPerPage() + 32;
+    const double slope_over = m.SlopeRssPerPage() - m.SlopePayloadPerPage();
     std::printf("  donor RAM/page <= payload + 32 = %.0f B: RSS %.0f B %s, own "
-                "account %.0f B %s\n",
+                "account %.0f B %s; one more page (slope) payload + %.1f B %s\n",
                 limit, m.RssPerPage(), m.RssPerPage() <= limit ? "met" : "NOT met",
-                m.AccountedPerPage(), m.AccountedPerPage() <= limit ? "met" : "NOT met");
+                m.AccountedPerPage(), m.AccountedPerPage() <= limit ? "met" : "NOT met",
+                slope_over, slope_over <= 32 ? "met" : "NOT met");
   }
 }
 
@@ -1341,11 +1387,18 @@ void WriteJson(const std::string& path, const Results& r, int threads, int round
         "\"accounted_bytes\": %u, \"accounted_per_page\": %.2f, "
         "\"payload_per_page\": %.2f,\n      \"rss_overhead_per_page\": %.2f, "
         "\"accounted_overhead_per_page\": %.2f, \"items\": %u,\n"
+        "      \"pages_mid\": %u, \"rss_mid_bytes\": %u, \"cache_reused_second_bytes\": %u, "
+        "\"payload_mid_bytes\": %u,\n"
+        "      \"slope_rss_per_page\": %.2f, \"slope_payload_per_page\": %.2f, "
+        "\"slope_overhead_per_page\": %.2f, \"one_time_bytes\": %.0f,\n"
         "      \"first_fill_store\": {%s}}",
         first ? "" : ",", kSystemNames[s], m.pages, m.rss_before, m.rss_after,
         m.cache_reused, m.RssPerPage(), m.accounted_bytes, m.AccountedPerPage(), m.PayloadPerPage(),
         m.RssPerPage() - m.PayloadPerPage(), m.AccountedPerPage() - m.PayloadPerPage(),
-        m.items, JsonCell(m.first_fill));
+        m.items, m.pages_mid, m.rss_mid, m.cache_reused_second, m.payload_mid,
+        m.SlopeRssPerPage(), m.SlopePayloadPerPage(),
+        m.SlopeRssPerPage() - m.SlopePayloadPerPage(), m.OneTimeBytes(),
+        JsonCell(m.first_fill));
     first = false;
   }
   absl::StrAppendFormat(&j, "\n  },\n  \"client_payload_per_page\": %.2f,\n",
@@ -1634,14 +1687,35 @@ int Run(const char* argv0) {
     const System s = static_cast<System>(i);
     if (!run[s]) continue;
     Memory& mem = results.memory[s];
+    Workload first_half = b;
+    first_half.round_trips = b.round_trips / 2;
+    Workload second_half = b;
+    second_half.first_rt = first_half.round_trips;
+    second_half.round_trips = b.round_trips - first_half.round_trips;
+    if (first_half.round_trips == 0) Die("--batched_pages: the first fill needs 2 round trips");
     const uint64_t cached_before = s == kRamster ? ramster->Status().slab_cached_bytes() : 0;
     mem.rss_before = HeldBytes(pids[s]);
-    mem.first_fill.Add(phase(s, kBatched, kStore, b), b.pages());
+    PhaseResult first = phase(s, kBatched, kStore, first_half);
+    mem.rss_mid = HeldBytes(pids[s]);
+    mem.pages_mid = first_half.pages();
+    uint64_t cached_mid = 0;
+    if (s == kRamster) {
+      v1::NodeStatus st = ramster->Status();
+      cached_mid = st.slab_cached_bytes();
+      mem.payload_mid = st.payload_bytes();
+    } else {
+      mem.payload_mid = mem.pages_mid * kPageSize;
+    }
+    PhaseResult second = phase(s, kBatched, kStore, second_half);
     mem.rss_after = HeldBytes(pids[s]);
+    mem.first_fill.Add(Concatenate(first, second), b.pages());
     mem.pages = b.pages();
     mem.measured = true;
     if (s == kRamster) {
       v1::NodeStatus st = ramster->Status();
+      mem.cache_reused_second = cached_mid > st.slab_cached_bytes()
+                                    ? cached_mid - st.slab_cached_bytes()
+                                    : 0;
       if (st.pages_in_ram() != b.pages() || st.pages_on_disk() != 0) {
         Die(absl::StrCat("ramster holds ", st.pages_in_ram(), " pages in RAM and ",
                          st.pages_on_disk(), " on disk; expected ", b.pages(),
