@@ -3,22 +3,13 @@
 #include <lz4.h>
 #include <lz4hc.h>
 #include <xxhash.h>
-// Debian's libxxhash builds XXH3_64bits for baseline x86-64 (SSE2); its
-// XXH3_64bits_dispatch computes the same hash with AVX2 or AVX-512 when the
-// CPU has them, about four times faster on a page in cache.
-#if defined(__x86_64__) && __has_include(<xxh_x86dispatch.h>)
-#define XXH_DISPATCH_DISABLE_REPLACE
-#include <xxh_x86dispatch.h>
-#define RAMSTER_XXH3_64BITS XXH3_64bits_dispatch
-#else
-#define RAMSTER_XXH3_64BITS XXH3_64bits
-#endif
 
 #include <algorithm>
 #include <cstring>
 #include <new>
 
 #include "absl/strings/str_cat.h"
+#include "common/xxh3_avx2.h"
 
 namespace ramster {
 
@@ -41,7 +32,13 @@ const char* EncodingName(Encoding encoding) {
 }
 
 uint64_t PageChecksum(absl::Span<const uint8_t> page) {
-  return RAMSTER_XXH3_64BITS(page.data(), page.size());
+  // XXH3-64 either way: AVX2 where the CPU has it (common/xxh3_avx2.h says
+  // why not libxxhash's own dispatch), libxxhash's SSE2 build elsewhere.
+#if defined(__x86_64__)
+  static const bool avx2 = Xxh3Avx2Supported();
+  if (avx2) return Xxh3Avx2(page.data(), page.size());
+#endif
+  return XXH3_64bits(page.data(), page.size());
 }
 
 bool IsSameFilled(absl::Span<const uint8_t> page, uint64_t* word) {

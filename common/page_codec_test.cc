@@ -5,7 +5,9 @@
 #include <vector>
 
 #include <lz4.h>
+#include <xxhash.h>
 
+#include "common/xxh3_avx2.h"
 #include "gtest/gtest.h"
 
 namespace ramster {
@@ -129,6 +131,34 @@ TEST(PageCodec, RandomPageStaysRaw) {
   ASSERT_TRUE(Decode(enc, &out).ok());
   EXPECT_EQ(out, page);
 }
+
+// The checksum is XXH3-64 whichever implementation computes it: a page
+// checksummed on one host verifies on any other.
+TEST(PageCodec, ChecksumIsXxh3) {
+  for (uint64_t seed : {1, 2, 3}) {
+    std::vector<uint8_t> page = RandomPage(seed);
+    EXPECT_EQ(PageChecksum(page), XXH3_64bits(page.data(), page.size()));
+  }
+  std::vector<uint8_t> text = TextPage();
+  EXPECT_EQ(PageChecksum(text), XXH3_64bits(text.data(), text.size()));
+}
+
+#if defined(__x86_64__)
+// Every length class of XXH3 (short inputs, the mid sizes, the long loop
+// with and without a partial stripe and block), at unaligned addresses.
+TEST(Xxh3Avx2, SameHashAsLibxxhash) {
+  if (!Xxh3Avx2Supported()) GTEST_SKIP() << "this CPU has no AVX2";
+  std::vector<uint8_t> buf(3 * kPageSize);
+  std::mt19937_64 rng(11);
+  for (auto& b : buf) b = static_cast<uint8_t>(rng());
+  for (size_t size = 0; size <= 2 * kPageSize + 70; size += size < 300 ? 1 : 61) {
+    for (size_t offset : {size_t{0}, size_t{1}, size_t{13}, size_t{64}}) {
+      const uint8_t* p = buf.data() + offset;
+      ASSERT_EQ(Xxh3Avx2(p, size), XXH3_64bits(p, size)) << size << " bytes at +" << offset;
+    }
+  }
+}
+#endif
 
 TEST(PageCodec, EncodeRejectsWrongSize) {
   std::vector<uint8_t> small(100);
