@@ -6,6 +6,14 @@
 # figures measured back to back. The region is prefilled first so that reads
 # hit stored pages; data is 50% compressible (fio buffer_compress_percentage).
 #
+# Before each fio run the bench waits (up to 60 s) until the servers, the
+# shims and nbdkit are quiet (bench/suites/lib.sh wait_quiet): a ramster run
+# leaves its servers recompressing the pages it wrote and its shim flushing
+# its write-behind area, and that work would otherwise run beside the next
+# run, which is nbdkit's as often as not (measured: nbdkit's QD32 randwrite
+# ~15% slower right after a ramster run). What each run waited is in
+# raw/blockdev-quiet.txt.
+#
 # Then QD1 randread once more against nbdkit and ramster-r1 with fio and every
 # process of the target (nbdkit; the shim and its servers) on one CPU
 # (blockdev_onecpu-*.json). There every hop between them is a context switch
@@ -24,6 +32,7 @@ suite_blockdev() {
   start_shim bd-r1 "$peers" 1 || { SUITE_REASON="shim (replicas 1) did not start"; return 1; }
   local r1_pid=$SHIM_PID
   start_shim bd-r2 "$peers" 2 || { SUITE_REASON="shim (replicas 2) did not start"; return 1; }
+  local r2_pid=$SHIM_PID
   start_nbdkit bd-nbdkit || { SUITE_REASON="nbdkit did not start"; return 1; }
   declare -A URI=(
     [nbdkit-memory]="nbd+unix:///?socket=$WORK/bd-nbdkit.sock"
@@ -38,11 +47,15 @@ suite_blockdev() {
       --output="$RAW/blockdev-prefill-$t.json" >/dev/null 2>"$RAW/blockdev-prefill-$t.err" ||
       { SUITE_REASON="prefill of $t failed: $(tail -1 "$RAW/blockdev-prefill-$t.err")"; return 1; }
   done
-  local r rw qd fails=0
+  local r rw qd fails=0 waited
+  local quiet_pids=("$r1_pid" "$r2_pid" "$NBDKIT_PID" $(cat "$WORK"/bd-cluster/node*.pid))
   for r in $(seq "$RUNS"); do
     for rw in randread randwrite; do
       for qd in 1 4 32; do
         for t in nbdkit-memory ramster-r1 ramster-r2; do
+          waited=$(wait_quiet 60 "${quiet_pids[@]}")
+          echo "$rw qd$qd $t run $r: waited $waited s for quiet" >>"$RAW/blockdev-quiet.txt"
+          [ "$waited" = timeout ] && note "$rw qd$qd on $t run $r: the servers and shims were still busy after 60 s; measured anyway"
           run fio --name=$rw-qd$qd-$t "${common[@]}" --uri="${URI[$t]}" --rw=$rw --iodepth=$qd \
             --time_based --runtime=$runtime --ramp_time=$ramp \
             --output="$RAW/blockdev-$t-$rw-qd$qd-run$r.json" >/dev/null 2>"$RAW/blockdev-$t-$rw-qd$qd-run$r.err" ||
@@ -57,6 +70,8 @@ suite_blockdev() {
     declare -A PIDS=([nbdkit-memory]="$NBDKIT_PID" [ramster-r1]="$r1_pid $(cat "$WORK"/bd-cluster/node*.pid)")
     for r in $(seq "$RUNS"); do
       for t in nbdkit-memory ramster-r1; do
+        waited=$(wait_quiet 60 "${quiet_pids[@]}")
+        echo "one-CPU randread qd1 $t run $r: waited $waited s for quiet" >>"$RAW/blockdev-quiet.txt"
         pin_pids "$cpu" ${PIDS[$t]}
         run taskset -c "$cpu" fio --name=onecpu-randread-qd1-$t "${common[@]}" --uri="${URI[$t]}" --rw=randread \
           --iodepth=1 --time_based --runtime=$runtime --ramp_time=$ramp \

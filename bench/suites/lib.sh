@@ -61,3 +61,37 @@ rss_of() { awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$1/status" 2>/dev/null || ec
 # Bytes of the process's RSS that it gave back lazily (MADV_FREE): the kernel
 # takes them whenever it wants memory, and they count in RSS until it does.
 lazyfree_of() { awk '/^LazyFree:/ {v = $2 * 1024} END {print v + 0}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+
+# cpu_ticks_of PID...: the CPU time (user + system, in clock ticks) the
+# processes have used; one that is gone counts 0.
+cpu_ticks_of() {
+  local p total=0 t
+  for p in "$@"; do
+    t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) || t=0
+    total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
+
+# wait_quiet LIMIT PID...: waits until the processes together used at most
+# 3% of a CPU over one second, or LIMIT seconds have passed; prints the
+# whole seconds waited, or "timeout". What one measured run leaves them to
+# do in the background (a shim flushing its write-behind area, the servers
+# recompressing the pages it stored) then ends before the next run starts,
+# instead of running beside it and slowing whatever that run measures.
+wait_quiet() {
+  local limit=$1 waited=0 before after
+  shift
+  local hz quiet
+  hz=$(getconf CLK_TCK)
+  quiet=$(( (hz * 3 + 99) / 100 ))
+  before=$(cpu_ticks_of "$@")
+  while [ $waited -lt "$limit" ]; do
+    sleep 1
+    waited=$((waited + 1))
+    after=$(cpu_ticks_of "$@")
+    if [ $((after - before)) -le $quiet ]; then echo $((waited - 1)); return 0; fi
+    before=$after
+  done
+  echo timeout
+}
