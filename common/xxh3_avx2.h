@@ -18,7 +18,10 @@
 namespace ramster {
 
 #if defined(__x86_64__)
-inline bool Xxh3Avx2Supported() { return __builtin_cpu_supports("avx2"); }
+inline bool Xxh3Avx2Supported() {
+  __builtin_cpu_init();  // in case this runs before libgcc's own constructor
+  return __builtin_cpu_supports("avx2");
+}
 uint64_t Xxh3Avx2(const void* data, size_t size);
 #else
 inline bool Xxh3Avx2Supported() { return false; }
