@@ -1121,10 +1121,12 @@ struct Memory {
     return static_cast<double>(payload_bytes - payload_mid) /
            static_cast<double>(pages - pages_mid);
   }
-  // What the whole fill grew by beyond pages * slope: the one-time part.
+  double SlopeOverheadPerPage() const { return SlopeRssPerPage() - SlopePayloadPerPage(); }
+  // What the whole fill grew by beyond its payload and the slope's overhead
+  // for each of its pages: the one-time part.
   double OneTimeBytes() const {
-    return RssPerPage() * pages - SlopeRssPerPage() * pages -
-           (PayloadPerPage() - SlopePayloadPerPage()) * pages;
+    return RssPerPage() * pages - static_cast<double>(payload_bytes) -
+           SlopeOverheadPerPage() * pages;
   }
 };
 
@@ -1264,7 +1266,7 @@ void PrintTable(const Results& r, int threads, int rounds) {
                 m.RssPerPage(), m.AccountedPerPage(), m.PayloadPerPage(),
                 m.RssPerPage() - m.PayloadPerPage(),
                 m.AccountedPerPage() - m.PayloadPerPage(),
-                m.SlopeRssPerPage() - m.SlopePayloadPerPage(), m.OneTimeBytes() / 1e6);
+                m.SlopeOverheadPerPage(), m.OneTimeBytes() / 1e6);
   }
   std::printf("  (bytes per page. RSS delta: VmRSS less LazyFree, after - before, plus for "
               "ramster the slab pages\n   the warm-up left cached that the fill reused; "
@@ -1285,7 +1287,7 @@ void PrintTable(const Results& r, int threads, int rounds) {
   const Memory& m = r.memory[kRamster];
   if (m.measured) {
     const double limit = m.PayloadPerPage() + 32;
-    const double slope_over = m.SlopeRssPerPage() - m.SlopePayloadPerPage();
+    const double slope_over = m.SlopeOverheadPerPage();
     std::printf("  donor RAM/page <= payload + 32 = %.0f B: RSS %.0f B %s, own "
                 "account %.0f B %s; one more page (slope) payload + %.1f B %s\n",
                 limit, m.RssPerPage(), m.RssPerPage() <= limit ? "met" : "NOT met",
@@ -1397,7 +1399,7 @@ void WriteJson(const std::string& path, const Results& r, int threads, int round
         m.RssPerPage() - m.PayloadPerPage(), m.AccountedPerPage() - m.PayloadPerPage(),
         m.items, m.pages_mid, m.rss_mid, m.cache_reused_second, m.payload_mid,
         m.SlopeRssPerPage(), m.SlopePayloadPerPage(),
-        m.SlopeRssPerPage() - m.SlopePayloadPerPage(), m.OneTimeBytes(),
+        m.SlopeOverheadPerPage(), m.OneTimeBytes(),
         JsonCell(m.first_fill));
     first = false;
   }
