@@ -268,6 +268,7 @@ std::string FormatJson(const std::vector<NodeReply<v1::NodeStatus>>& nodes) {
     WriteUint(w, "payload_bytes", s.payload_bytes());
     WriteUint(w, "index_bytes", s.index_bytes());
     WriteUint(w, "slab_cached_bytes", s.slab_cached_bytes());
+    WriteUint(w, "recompress_one_in", s.recompress_one_in());
     w.Key("compression_ratio");
     w.Double(s.compression_ratio());
     WriteUint(w, "uptime_ms", s.uptime_ms());
@@ -284,6 +285,9 @@ std::string FormatJson(const std::vector<NodeReply<v1::NodeStatus>>& nodes) {
     WriteUint(w, "requests_rejected", ops.requests_rejected());
     WriteUint(w, "pages_recompressed", ops.pages_recompressed());
     WriteUint(w, "recompressed_bytes_saved", ops.recompressed_bytes_saved());
+    WriteUint(w, "pages_recompress_tried", ops.pages_recompress_tried());
+    WriteUint(w, "recompress_tried_bytes", ops.recompress_tried_bytes());
+    WriteUint(w, "pages_recompress_passed_over", ops.pages_recompress_passed_over());
     w.EndObject();
     WriteClients(w, s.clients());
   });

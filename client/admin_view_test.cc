@@ -30,6 +30,7 @@ v1::NodeStatus UpNode() {
   s.set_payload_bytes(10069606);
   s.set_index_bytes(24576);
   s.set_slab_cached_bytes(8192);
+  s.set_recompress_one_in(2);
   s.set_compression_ratio(2.5);
   s.set_uptime_ms(3600000);
   v1::OpCounters* ops = s.mutable_ops();
@@ -43,6 +44,9 @@ v1::NodeStatus UpNode() {
   ops->set_requests_rejected(1);
   ops->set_pages_recompressed(5000);
   ops->set_recompressed_bytes_saved(1536000);
+  ops->set_pages_recompress_tried(5200);
+  ops->set_recompress_tried_bytes(10649600);
+  ops->set_pages_recompress_passed_over(64);
   v1::ClientUsage* c = s.add_clients();
   c->set_client_id("host-a");
   c->set_boot_epoch(3);
@@ -126,6 +130,7 @@ TEST(StatusJsonTest, ExactDocumentWithEscapingAndADownNode) {
       "payload_bytes": 10069606,
       "index_bytes": 24576,
       "slab_cached_bytes": 8192,
+      "recompress_one_in": 2,
       "compression_ratio": 2.5,
       "uptime_ms": 3600000,
       "ops": {
@@ -138,7 +143,10 @@ TEST(StatusJsonTest, ExactDocumentWithEscapingAndADownNode) {
         "ephemeral_dropped": 0,
         "requests_rejected": 1,
         "pages_recompressed": 5000,
-        "recompressed_bytes_saved": 1536000
+        "recompressed_bytes_saved": 1536000,
+        "pages_recompress_tried": 5200,
+        "recompress_tried_bytes": 10649600,
+        "pages_recompress_passed_over": 64
       },
       "clients": [
         {

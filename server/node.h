@@ -279,7 +279,8 @@ class Node {
   struct Ops {
     std::atomic<uint64_t> stores{0}, stores_refused{0}, loads{0},
         load_misses{0}, invalidates{0}, written_back{0}, ephemeral_dropped{0},
-        rejected{0}, recompressed{0}, recompress_saved{0};
+        rejected{0}, recompressed{0}, recompress_saved{0}, recompress_tried{0},
+        recompress_tried_bytes{0}, recompress_passed_over{0};
   } ops_;
   std::atomic<uint64_t> pages_in_ram_{0}, pages_on_disk_{0};
   std::atomic<uint64_t> payload_bytes_{0};
@@ -293,6 +294,8 @@ class Node {
   // One walker at a time: the thread, or a test.
   Mutex recompress_mu_;
   std::unique_ptr<Recompressor> recompressor_ ABSL_GUARDED_BY(recompress_mu_);
+  // The recompressor's sampling (Recompressor::one_in), for GetStatus.
+  std::atomic<uint32_t> recompress_one_in_{0};
   std::thread recompress_thread_;
 };
 
