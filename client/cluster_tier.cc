@@ -179,44 +179,58 @@ absl::Status ClusterTier::Store(const PageKey& key, absl::Span<const uint8_t> ra
 
 void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
   const size_t want = static_cast<size_t>(options_.replicas);
+  // Per page: its peers' ranking, how far down it the page has asked, and
+  // the peers that took a copy. Kept per thread, as are the rankings, so
+  // that a batch allocates next to nothing.
   struct Progress {
-    std::vector<Peer*> candidates;  // eligible peers, best first
-    size_t next = 0;                // first candidate not asked yet
-    // Peers that took a copy, by their place in `candidates`: the best
+    size_t ranking = 0;  // in `rankings`: eligible peers, best first
+    size_t next = 0;     // first candidate not asked yet
+    // Peers that took a copy, by their place in the ranking: the best
     // ranked comes first in the placement (not the lowest peer id), so that
     // the page-by-page load path, which tries copies in placement order,
     // spreads over the peers as the copies do.
-    std::vector<std::pair<size_t, int>> chosen;
-    absl::Status last = absl::UnavailableError("no peer can take pages");
+    std::array<std::pair<size_t, int>, kMaxReplicas> chosen;
+    size_t chosen_count = 0;
+    absl::Status last;
   };
-  std::vector<Progress> progress(items.size());
+  thread_local std::vector<Progress> progress;
+  thread_local std::vector<std::vector<Peer*>> rankings;
+  progress.assign(items.size(), Progress());
+  size_t used_rankings = 0;
   for (size_t i = 0; i < items.size(); ++i) {
     // Pages of one run rank the peers alike (batches are mostly in slot
     // order): rank once per run.
     if (i > 0 && items[i]->key.index / kPlacementRun == items[i - 1]->key.index / kPlacementRun) {
-      progress[i].candidates = progress[i - 1].candidates;
+      progress[i].ranking = progress[i - 1].ranking;
       continue;
     }
+    if (used_rankings == rankings.size()) rankings.emplace_back();
+    std::vector<Peer*>& ranking = rankings[used_rankings];
+    progress[i].ranking = used_rankings++;
+    ranking.clear();
     for (Peer* p : Ranked(items[i]->key.index, {})) {
-      if (p->eligible()) progress[i].candidates.push_back(p);
+      if (p->eligible()) ranking.push_back(p);
     }
   }
   // Rounds: ask every page's next best peers for the copies it still
   // lacks, all pages at once (each peer batches what it is given); pages
   // refused somewhere move on down their ranking in the next round.
+  struct Ask {
+    size_t item;
+    size_t rank;  // the peer's place in the item's ranking
+    Peer* peer;
+    Peer::PendingStore store;
+  };
+  thread_local std::vector<Ask> asks;
+  thread_local std::vector<Peer::PendingStore*> stores;
   for (;;) {
-    struct Ask {
-      size_t item;
-      size_t rank;  // the peer's place in the item's candidates
-      Peer* peer;
-      Peer::PendingStore store;
-    };
-    std::vector<Ask> asks;
+    asks.clear();
     for (size_t i = 0; i < items.size(); ++i) {
       Progress& pr = progress[i];
-      size_t missing = want > pr.chosen.size() ? want - pr.chosen.size() : 0;
-      while (missing > 0 && pr.next < pr.candidates.size()) {
-        asks.push_back(Ask{i, pr.next, pr.candidates[pr.next], {}});
+      const std::vector<Peer*>& ranking = rankings[pr.ranking];
+      size_t missing = want > pr.chosen_count ? want - pr.chosen_count : 0;
+      while (missing > 0 && pr.next < ranking.size()) {
+        asks.push_back(Ask{i, pr.next, ranking[pr.next], {}});
         ++pr.next;
         --missing;
       }
@@ -226,8 +240,7 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
     // every peer at once; this thread waits for all the answers.
     std::stable_sort(asks.begin(), asks.end(),
                      [](const Ask& a, const Ask& b) { return a.peer->id() < b.peer->id(); });
-    std::vector<Peer::PendingStore*> stores;
-    stores.reserve(asks.size());
+    stores.clear();
     for (Ask& a : asks) {
       a.store.key = items[a.item]->key;
       a.store.page = items[a.item]->encoded;
@@ -255,28 +268,32 @@ void ClusterTier::StoreBatch(absl::Span<StoreItem* const> items) {
       call->peer->FinishStore(static_cast<Peer::StoreCall*>(call));
     });
     for (Ask& a : asks) {
-      if (a.store.result.ok()) {
-        progress[a.item].chosen.emplace_back(a.rank, a.peer->id());
-      } else {
-        progress[a.item].last = a.store.result;
+      Progress& pr = progress[a.item];
+      if (a.store.result.ok() && pr.chosen_count < pr.chosen.size()) {
+        pr.chosen[pr.chosen_count++] = {a.rank, a.peer->id()};
+      } else if (!a.store.result.ok()) {
+        pr.last = a.store.result;
       }
     }
   }
   for (size_t i = 0; i < items.size(); ++i) {
     Progress& pr = progress[i];
-    if (pr.chosen.empty()) {
-      items[i]->status = pr.last;
+    if (pr.chosen_count == 0) {
+      items[i]->status = pr.last.ok() ? absl::UnavailableError("no peer can take pages")
+                                      : pr.last;
       continue;
     }
     // (Asked in peer order, one request per peer: back in rank order.)
-    std::sort(pr.chosen.begin(), pr.chosen.end());
+    std::sort(pr.chosen.begin(), pr.chosen.begin() + pr.chosen_count);
     std::array<int, kMaxReplicas> peers;
-    const size_t n = std::min(pr.chosen.size(), peers.size());
-    for (size_t k = 0; k < n; ++k) peers[k] = pr.chosen[k].second;
-    items[i]->meta.placement = EncodePlacement(absl::MakeConstSpan(peers.data(), n));
-    items[i]->durable = pr.chosen.size() >= want;
+    for (size_t k = 0; k < pr.chosen_count; ++k) peers[k] = pr.chosen[k].second;
+    items[i]->meta.placement = EncodePlacement(absl::MakeConstSpan(peers.data(), pr.chosen_count));
+    items[i]->durable = pr.chosen_count >= want;
     items[i]->status = absl::OkStatus();
   }
+  // Error statuses hold heap messages: not kept past the batch.
+  progress.clear();
+  asks.clear();
 }
 
 void ClusterTier::LoadBatch(absl::Span<LoadItem* const> items) {

@@ -21,6 +21,7 @@
 #include "common/grpc_status.h"
 #include "common/page_link_wire.h"
 #include "common/socket_io.h"
+#include "common/store_wire.h"
 #include "common/thread_name.h"
 
 namespace ramster {
@@ -32,6 +33,8 @@ namespace {
 // epoch.
 constexpr size_t kMaxInvalidateBatch = 512;
 constexpr size_t kMaxQueuedInvalidates = 1 << 16;
+// A thread's page link buffers are kept between calls up to this size.
+constexpr size_t kKeptFrameBytes = 512 << 10;
 
 // The uids of the peers that exist: a thread drops its streams to peers
 // that are gone when it next makes a stream.
@@ -168,7 +171,7 @@ void ReadLinkReply(PageCall* call, absl::Duration poll_for) {
                                   absl::StrCat("page link: ", strerror(errno)));
       break;
   }
-  if (body.capacity() > (64 << 10)) std::string().swap(body);
+  if (body.capacity() > kKeptFrameBytes) std::string().swap(body);
 }
 
 // A thread's queue, its idle streams and its calls in flight.
@@ -261,7 +264,7 @@ void AwaitCalls(absl::Duration poll, absl::FunctionRef<void(PageCall*)> finish) 
         }
         call->retried = true;
         call->link.reset();
-        peer->StartPageCall(call, *call->request, call->reply, /*fresh=*/true);
+        peer->StartPageCall(call, /*fresh=*/true);
         continue;
       }
       finish(call);
@@ -283,7 +286,7 @@ void AwaitCalls(absl::Duration poll, absl::FunctionRef<void(PageCall*)> finish) 
           call->retried = true;
           call->peer->stream_retries_++;
           call->stream.reset();
-          call->peer->StartPageCall(call, *call->request, call->reply, /*fresh=*/true);
+          call->peer->StartPageCall(call, /*fresh=*/true);
           break;
         }
         finish(call);
@@ -511,10 +514,12 @@ void Peer::FailQueued(const absl::Status& why) {
   }
 }
 
-void Peer::FillStoreRequest(absl::Span<PendingStore* const> stores,
-                            v1::StoreRequest* req) const {
-  req->set_boot_epoch(options_.boot_epoch);
-  for (PendingStore* store : stores) {
+namespace {
+
+void FillStoreRequest(uint64_t boot_epoch, absl::Span<Peer::PendingStore* const> stores,
+                      v1::StoreRequest* req) {
+  req->set_boot_epoch(boot_epoch);
+  for (Peer::PendingStore* store : stores) {
     v1::Page* p = req->add_pages();
     p->mutable_key()->set_pool(store->key.pool);
     p->mutable_key()->set_object(store->key.object);
@@ -526,6 +531,33 @@ void Peer::FillStoreRequest(absl::Span<PendingStore* const> stores,
     p->set_generation(store->generation);
   }
 }
+
+}  // namespace
+
+void Peer::StoreCall::FrameRequest(std::string* out) {
+  thread_local std::vector<StorePageFields> fields;
+  fields.resize(stores.size());
+  for (size_t i = 0; i < stores.size(); ++i) {
+    const PendingStore& store = *stores[i];
+    StorePageFields& f = fields[i];
+    f.pool = store.key.pool;
+    f.object = store.key.object;
+    f.index = store.key.index;
+    f.encoding = static_cast<int32_t>(store.page->encoding);
+    f.payload = absl::MakeConstSpan(store.page->payload, store.page->length);
+    f.uncompressed_length = kPageSize;
+    f.checksum = store.page->checksum;
+    f.generation = store.generation;
+  }
+  FrameStoreRequest(boot_epoch, fields, out);
+}
+
+const v1::PagesRequest& Peer::StoreCall::Request() {
+  if (!request.has_store()) FillStoreRequest(boot_epoch, stores, request.mutable_store());
+  return request;
+}
+
+void Peer::LoadCall::FrameRequest(std::string* out) { FrameMessage(request, out); }
 
 void Peer::TakeStoreResponse(const grpc::Status& s, const v1::StoreResponse& resp,
                              absl::Span<PendingStore* const> stores) {
@@ -554,7 +586,7 @@ void Peer::SendStores(std::vector<std::pair<PendingStore*, Completion*>>* batch)
   stores.reserve(batch->size());
   for (auto& [store, done] : *batch) stores.push_back(store);
   v1::StoreRequest req;
-  FillStoreRequest(stores, &req);
+  FillStoreRequest(options_.boot_epoch, stores, &req);
   grpc::ClientContext ctx;
   Prepare(&ctx);
   v1::StoreResponse resp;
@@ -581,8 +613,8 @@ size_t Peer::StartStore(StoreCall* call, absl::Span<PendingStore* const> stores)
   if (n == 0) return 0;
   call->stores = stores.first(n);
   call->bytes = bytes;
-  FillStoreRequest(call->stores, call->request.mutable_store());
-  StartPageCall(call, call->request, &call->reply);
+  call->boot_epoch = options_.boot_epoch;
+  StartPageCall(call);
   return n;
 }
 
@@ -592,22 +624,19 @@ void Peer::FinishStore(StoreCall* call) {
     queued_bytes_ -= call->bytes;
   }
   call->bytes = 0;
-  grpc::Status s = EndPageCall(call, call->reply, v1::PagesReply::kStore);
-  TakeStoreResponse(s, call->reply.store(), call->stores);
+  grpc::Status s = EndPageCall(call, *call->reply, v1::PagesReply::kStore);
+  TakeStoreResponse(s, call->reply->store(), call->stores);
 }
 
-void Peer::StartPageCall(PageCall* call, const v1::PagesRequest& request,
-                         v1::PagesReply* reply, bool fresh) {
+void Peer::StartPageCall(PageCall* call, bool fresh) {
   if (!call->retried) {
     call->peer = this;
     call->deadline = absl::Now() + options_.call_timeout;
   }
-  call->request = &request;
-  call->reply = reply;
   call->failed = call->finishing = call->timed_out = false;
   call->status = grpc::Status();
   ThreadCalls& calls = Calls();
-  if (link_usable() && StartLinkCall(call, request, fresh)) {
+  if (link_usable() && StartLinkCall(call, fresh)) {
     calls.open.push_back(call);
     return;
   }
@@ -625,12 +654,12 @@ void Peer::StartPageCall(PageCall* call, const v1::PagesRequest& request,
                                                 &calls.queue);
   }
   call->pending = 2;
-  call->stream->rw->Write(request, call);
-  call->stream->rw->Read(reply, call);
+  call->stream->rw->Write(call->Request(), call);
+  call->stream->rw->Read(call->reply, call);
   calls.open.push_back(call);
 }
 
-bool Peer::StartLinkCall(PageCall* call, const v1::PagesRequest& request, bool fresh) {
+bool Peer::StartLinkCall(PageCall* call, bool fresh) {
   ThreadCalls& calls = Calls();
   const uint64_t epoch = link_epoch_.load();
   std::vector<std::unique_ptr<PageLinkConnection>>& idle = calls.idle_links[uid_];
@@ -650,7 +679,7 @@ bool Peer::StartLinkCall(PageCall* call, const v1::PagesRequest& request, bool f
     call->link = std::make_unique<PageLinkConnection>(epoch, fd);
   }
   thread_local std::string frame;
-  FrameMessage(request, &frame);
+  call->FrameRequest(&frame);
   link_calls_++;
   if (SendAll(call->link->fd, frame.data(), frame.size())) {
     call->pending = 1;
@@ -660,7 +689,10 @@ bool Peer::StartLinkCall(PageCall* call, const v1::PagesRequest& request, bool f
     call->status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
                                 absl::StrCat("page link: ", strerror(errno)));
   }
-  if (frame.capacity() > (64 << 10)) std::string().swap(frame);
+  // Kept for the next call up to a store's largest frame (64 raw pages,
+  // ~270 KiB): given back after each, it cost a malloc and a free of that
+  // size per call, the free consolidating the heap.
+  if (frame.capacity() > kKeptFrameBytes) std::string().swap(frame);
   return true;
 }
 
@@ -830,7 +862,7 @@ void Peer::LoadMany(absl::Span<LoadItem* const> items) {
 void Peer::StartLoad(LoadCall* call, absl::Span<LoadItem* const> items) {
   call->items = items.first(std::min(items.size(), kMaxLoadKeys));
   FillLoadRequest(call->items, call->request.mutable_load());
-  StartPageCall(call, call->request, call->reply);
+  StartPageCall(call);
 }
 
 void Peer::FinishLoad(LoadCall* call) {

@@ -93,10 +93,13 @@ struct PageCall {
   bool fresh_stream = false;
   bool retried = false;
   grpc::Status status;  // the stream's, once failed
-  const v1::PagesRequest* request = nullptr;
   v1::PagesReply* reply = nullptr;
   PageCall();
-  ~PageCall();
+  virtual ~PageCall();
+  // The call's request as one page link frame, in `out`; and as a message,
+  // for a page stream.
+  virtual void FrameRequest(std::string* out) = 0;
+  virtual const v1::PagesRequest& Request() = 0;
   PageCall(const PageCall&) = delete;
   PageCall& operator=(const PageCall&) = delete;
 };
@@ -175,11 +178,21 @@ class Peer {
   // Otherwise AwaitCalls completes the call (within the call timeout), and
   // FinishStore then sets each store's result. The caller keeps `call` and
   // the stores alive from StartStore until after FinishStore.
+  //
+  // On a page link the request's frame is written straight from `stores`
+  // (common/store_wire.h): no message, no copy of a payload but the one
+  // into the frame. The message is built only if a page stream carries it.
+  static constexpr size_t kStoreReplyArenaBlockBytes = 8 << 10;  // ~160 results
   struct StoreCall : PageCall {
     absl::Span<PendingStore* const> stores;
     size_t bytes = 0;  // counted against max_queued_bytes until FinishStore
-    v1::PagesRequest request;
-    v1::PagesReply reply;
+    uint64_t boot_epoch = 0;
+    v1::PagesRequest request;  // empty until Request()
+    alignas(16) char arena_block[kStoreReplyArenaBlockBytes];
+    google::protobuf::Arena arena{arena_block, sizeof(arena_block)};
+    StoreCall() { reply = google::protobuf::Arena::CreateMessage<v1::PagesReply>(&arena); }
+    void FrameRequest(std::string* out) override;
+    const v1::PagesRequest& Request() override;
   };
   size_t StartStore(StoreCall* call, absl::Span<PendingStore* const> stores);
   void FinishStore(StoreCall* call);
@@ -211,7 +224,9 @@ class Peer {
     v1::PagesRequest request;
     alignas(16) char arena_block[kReplyArenaBlockBytes];
     google::protobuf::Arena arena{arena_block, sizeof(arena_block)};
-    v1::PagesReply* const reply = google::protobuf::Arena::CreateMessage<v1::PagesReply>(&arena);
+    LoadCall() { reply = google::protobuf::Arena::CreateMessage<v1::PagesReply>(&arena); }
+    void FrameRequest(std::string* out) override;
+    const v1::PagesRequest& Request() override { return request; }
   };
   void StartLoad(LoadCall* call, absl::Span<LoadItem* const> items);
   void FinishLoad(LoadCall* call);
@@ -241,14 +256,14 @@ class Peer {
  private:
   // (Re)creates the channel and stub.
   void Connect();
-  // Sends `request` on one of this thread's streams to this peer (made if
-  // it has none idle, or if `fresh`); the reply will be read into `reply`.
-  void StartPageCall(PageCall* call, const v1::PagesRequest& request, v1::PagesReply* reply,
-                     bool fresh = false);
+  // Sends the call's request on this thread's page link to this peer, or
+  // on one of its streams (made if it has none idle, or if `fresh`); the
+  // reply will be read into call->reply.
+  void StartPageCall(PageCall* call, bool fresh = false);
   // StartPageCall on this thread's page link: sends the request (the call
   // may have failed already: call->failed). False when no link could be
   // made; nothing was sent then.
-  bool StartLinkCall(PageCall* call, const v1::PagesRequest& request, bool fresh);
+  bool StartLinkCall(PageCall* call, bool fresh);
   // A new page link to the peer, its hello sent; -1 when it cannot be made.
   int ConnectLink() const;
   friend void AwaitCalls(absl::Duration poll, absl::FunctionRef<void(PageCall*)> finish);
@@ -270,7 +285,6 @@ class Peer {
   void SenderLoop();
   void FailQueued(const absl::Status& why);
   void SendStores(std::vector<std::pair<PendingStore*, Completion*>>* batch);
-  void FillStoreRequest(absl::Span<PendingStore* const> stores, v1::StoreRequest* req) const;
   // Sets each store's result from a Store reply (or the call's failure),
   // and notes a full or draining peer.
   void TakeStoreResponse(const grpc::Status& s, const v1::StoreResponse& resp,

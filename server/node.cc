@@ -398,13 +398,29 @@ absl::Status Node::Store(const std::string& name, const v1::StoreRequest& reques
     return absl::InvalidArgumentError(absl::StrCat(
         "at most ", kMaxPagesPerBatch, " pages per batch, got ", request.pages_size()));
   }
-  absl::StatusOr<Client*> c = Authorize(name, request.boot_epoch());
-  if (!c.ok()) return c.status();
-  std::shared_lock<std::shared_mutex> lock((*c)->reclaim_mu, std::adopt_lock);
+  thread_local std::vector<StorePageFields> pages;
+  thread_local std::vector<absl::Status> results;
+  pages.clear();
+  for (const v1::Page& p : request.pages()) {
+    StorePageFields f;
+    f.pool = p.key().pool();
+    f.object = p.key().object();
+    f.index = p.key().index();
+    f.encoding = p.encoding();
+    f.payload = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(p.payload().data()),
+                                    p.payload().size());
+    f.uncompressed_length = p.uncompressed_length();
+    f.checksum = p.checksum();
+    f.generation = p.generation();
+    pages.push_back(f);
+  }
+  results.resize(pages.size());
+  if (absl::Status s = Store(name, request.boot_epoch(), pages, absl::MakeSpan(results));
+      !s.ok()) {
+    return s;
+  }
   response->mutable_results()->Reserve(request.pages_size());
-  for (const v1::Page& page : request.pages()) {
-    absl::Status s = StoreOne(*c, page, tls_scratch);
-    (s.ok() ? ops_.stores : ops_.stores_refused).fetch_add(1, std::memory_order_relaxed);
+  for (const absl::Status& s : results) {
     v1::PageStatus* r = response->add_results();
     r->set_code(static_cast<int32_t>(s.code()));
     if (!s.ok()) r->set_message(std::string(s.message()));
@@ -412,26 +428,42 @@ absl::Status Node::Store(const std::string& name, const v1::StoreRequest& reques
   return absl::OkStatus();
 }
 
-absl::Status Node::StoreOne(Client* c, const v1::Page& page, uint8_t* scratch) {
-  const v1::PageKey& wk = page.key();
-  auto pool = c->pools.find(wk.pool());
+absl::Status Node::Store(const std::string& name, uint64_t boot_epoch,
+                         absl::Span<const StorePageFields> pages,
+                         absl::Span<absl::Status> results) {
+  if (pages.size() > static_cast<size_t>(kMaxPagesPerBatch)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "at most ", kMaxPagesPerBatch, " pages per batch, got ", pages.size()));
+  }
+  if (results.size() != pages.size()) {
+    return absl::InternalError("one result per page");
+  }
+  absl::StatusOr<Client*> c = Authorize(name, boot_epoch);
+  if (!c.ok()) return c.status();
+  std::shared_lock<std::shared_mutex> lock((*c)->reclaim_mu, std::adopt_lock);
+  for (size_t i = 0; i < pages.size(); ++i) {
+    results[i] = StoreOne(*c, pages[i], tls_scratch);
+    (results[i].ok() ? ops_.stores : ops_.stores_refused)
+        .fetch_add(1, std::memory_order_relaxed);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Node::StoreOne(Client* c, const StorePageFields& page, uint8_t* scratch) {
+  auto pool = c->pools.find(page.pool);
   if (pool == c->pools.end()) {
     return absl::FailedPreconditionError(
-        absl::StrCat("pool ", wk.pool(), " was not opened in this session"));
+        absl::StrCat("pool ", page.pool, " was not opened in this session"));
   }
-  if (page.generation() > UINT32_MAX) {
+  if (page.generation > UINT32_MAX) {
     return absl::InvalidArgumentError(
-        absl::StrCat("generation ", page.generation(), " does not fit 32 bits"));
+        absl::StrCat("generation ", page.generation, " does not fit 32 bits"));
   }
   const bool ephemeral = pool->second == v1::POOL_KIND_EPHEMERAL;
-  const std::string& payload = page.payload();
-  const uint32_t encoding = static_cast<uint32_t>(page.encoding());
-  if (absl::Status s = DecodePage(
-          encoding,
-          absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(payload.data()),
-                              payload.size()),
-          page.uncompressed_length(), page.checksum(),
-          absl::MakeSpan(scratch, kPageSize));
+  const absl::Span<const uint8_t> payload = page.payload;
+  const uint32_t encoding = static_cast<uint32_t>(page.encoding);
+  if (absl::Status s = DecodePage(encoding, payload, page.uncompressed_length, page.checksum,
+                                  absl::MakeSpan(scratch, kPageSize));
       !s.ok()) {
     // Whatever is wrong with it, the request is bad: the client sent a page
     // that does not match its own checksum.
@@ -473,14 +505,14 @@ absl::Status Node::StoreOne(Client* c, const v1::Page& page, uint8_t* scratch) {
     c->charged -= ClientCharge(length);
   };
 
-  const Key key{c->id, wk.pool(), wk.object(), wk.index()};
+  const Key key{c->id, page.pool, page.object, page.index};
   Shard& shard = ShardFor(key);
   MutexLock shard_lock(&shard.mu);
   Entry* old = shard.table.Find(key);
-  if (old != nullptr && old->generation() > page.generation()) {
+  if (old != nullptr && old->generation() > page.generation) {
     undo();
     return absl::FailedPreconditionError(absl::StrCat(
-        "generation ", page.generation(), " is older than the stored ",
+        "generation ", page.generation, " is older than the stored ",
         old->generation()));
   }
   if (old == nullptr && !index_charged) {
@@ -488,7 +520,7 @@ absl::Status Node::StoreOne(Client* c, const v1::Page& page, uint8_t* scratch) {
     return absl::ResourceExhaustedError("node RAM limit reached");
   }
 
-  Entry e(static_cast<uint32_t>(page.generation()), page.checksum(), length, encoding,
+  Entry e(static_cast<uint32_t>(page.generation), page.checksum, length, encoding,
           Entry::kReferenced);
   if (ephemeral) e.set_flag(Entry::kEphemeral);
   if (handle.ok()) {
@@ -524,8 +556,7 @@ absl::Status Node::StoreOne(Client* c, const v1::Page& page, uint8_t* scratch) {
   } else {
     batch.PutPage(DiskPageKey{key.client, key.pool, key.object, key.index},
                   HeaderOf(e.encoding(), length, e.generation(), e.checksum()),
-                  absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(payload.data()),
-                                      length));
+                  payload.first(length));
     if (absl::Status s = disk_tier_->Commit(&batch); !s.ok()) {
       disk_.Release(DiskRecordBytes(length));
       c->charged -= length;

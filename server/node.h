@@ -36,7 +36,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "common/mutex.h"
+#include "common/store_wire.h"
 #include "ramster/v1/admin.pb.h"
 #include "ramster/v1/page_store.pb.h"
 #include "server/disk_tier.h"
@@ -106,6 +108,10 @@ class Node {
   // return value; otherwise one status per page in the response.
   absl::Status Store(const std::string& client, const v1::StoreRequest& request,
                      v1::StoreResponse* response);
+  // The same for a request read without a message (common/store_wire.h):
+  // one status per page in `results` (as many as `pages`).
+  absl::Status Store(const std::string& client, uint64_t boot_epoch,
+                     absl::Span<const StorePageFields> pages, absl::Span<absl::Status> results);
   // Gives `sink` one result per key, in request order (none when the whole
   // request fails).
   absl::Status Load(const std::string& client, const v1::LoadRequest& request,
@@ -207,7 +213,7 @@ class Node {
   absl::Status PersistClient(const Client& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(clients_mu_);
   std::string EncodeClientMeta(const Client& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(clients_mu_);
 
-  absl::Status StoreOne(Client* c, const v1::Page& page, uint8_t* scratch);
+  absl::Status StoreOne(Client* c, const StorePageFields& page, uint8_t* scratch);
   // Asks the CPU for the RAM payloads of `keys` ahead of LoadOne: a batch's
   // payloads are cold (a donor's pages are read about once), and fetched
   // together their misses overlap instead of each copy waiting for its own.

@@ -7,14 +7,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
+#include <vector>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/client_identity.h"
 #include "common/page_link_wire.h"
 #include "common/socket_io.h"
+#include "common/store_wire.h"
 #include "common/thread_name.h"
 #include "server/load_reply.h"
 
@@ -241,17 +245,26 @@ void PageLink::AcceptLoop() {
 void PageLink::Serve(Connection* conn) {
   NameThisThread("link");
   const int fd = conn->fd;
-  std::string buffer;  // the request being read
+  std::string hello_buffer;
   std::string scratch;  // the reply being written
   std::string caller;
-  if (absl::Status hello = ReadHello(fd, &caller, &buffer); !hello.ok()) {
+  if (absl::Status hello = ReadHello(fd, &caller, &hello_buffer); !hello.ok()) {
     if (hello.code() != absl::StatusCode::kCancelled) {
       node_->CountRejected();
       WriteStatus(fd, hello, &scratch);
     }
     return;
   }
-  // Each request and its store reply live on the arena, reset for the next.
+  // The request being read: grown when a request needs more, never filled
+  // with zeros first (each request is read into it whole before use).
+  std::unique_ptr<uint8_t[]> buffer;
+  size_t capacity = 0;
+  // A store request read in place (common/store_wire.h), and its results.
+  std::vector<StorePageFields> pages;
+  std::vector<absl::Status> results;
+  pages.reserve(kMaxPagesPerBatch);
+  // Each request parsed as a message, and its store reply, live on the
+  // arena, reset for the next.
   alignas(16) char arena_block[1024];
   google::protobuf::Arena arena(arena_block, sizeof(arena_block));
   for (;;) {
@@ -267,40 +280,58 @@ void PageLink::Serve(Connection* conn) {
       }
       return;
     }
-    buffer.resize(length);
-    if (!ReadFull(fd, buffer.data(), length)) return;
-    arena.Reset();
-    auto* request = google::protobuf::Arena::CreateMessage<v1::PagesRequest>(&arena);
+    if (length > capacity) {
+      capacity = std::max<size_t>(length, 64 << 10);
+      buffer.reset(new uint8_t[capacity]);
+    }
+    if (!ReadFull(fd, buffer.get(), length)) return;
     absl::Status status;
     bool sent = false;
-    if (!request->ParseFromString(buffer)) {
-      node_->CountRejected();
-      status = absl::InvalidArgumentError("request does not parse as a PagesRequest");
-    } else if (request->op_case() == v1::PagesRequest::kStore) {
-      auto* reply = google::protobuf::Arena::CreateMessage<v1::PagesReply>(&arena);
-      status = node_->Store(caller, request->store(), reply->mutable_store());
+    uint64_t boot_epoch = 0;
+    if (ParseStoreRequest(absl::MakeConstSpan(buffer.get(), length), kMaxPagesPerBatch,
+                          &boot_epoch, &pages)) {
+      results.resize(pages.size());
+      status = node_->Store(caller, boot_epoch, pages, absl::MakeSpan(results));
       if (status.ok()) {
-        if (!WriteMessage(fd, *reply, &scratch)) return;
-        sent = true;
-      }
-    } else if (request->op_case() == v1::PagesRequest::kLoad) {
-      LoadReplyEncoder encoder(request->load().keys_size());
-      status = node_->Load(caller, request->load(), &encoder);
-      if (status.ok()) {
-        LoadReplyEncoder::Encoded encoded = encoder.Release();
-        uint8_t header[kMaxPagesReplyLoadHeader];
-        if (!WriteFrame(fd, header, PagesReplyLoadHeader(encoded.size, header),
-                        encoded.data.get(), encoded.size)) {
-          return;
-        }
+        FrameStoreReply(results, &scratch);
+        if (!SendAll(fd, scratch.data(), scratch.size())) return;
         sent = true;
       }
     } else {
-      node_->CountRejected();
-      status = absl::InvalidArgumentError("request has neither store nor load");
+      arena.Reset();
+      auto* request = google::protobuf::Arena::CreateMessage<v1::PagesRequest>(&arena);
+      if (!request->ParseFromArray(buffer.get(), static_cast<int>(length))) {
+        node_->CountRejected();
+        status = absl::InvalidArgumentError("request does not parse as a PagesRequest");
+      } else if (request->op_case() == v1::PagesRequest::kStore) {
+        auto* reply = google::protobuf::Arena::CreateMessage<v1::PagesReply>(&arena);
+        status = node_->Store(caller, request->store(), reply->mutable_store());
+        if (status.ok()) {
+          if (!WriteMessage(fd, *reply, &scratch)) return;
+          sent = true;
+        }
+      } else if (request->op_case() == v1::PagesRequest::kLoad) {
+        LoadReplyEncoder encoder(request->load().keys_size());
+        status = node_->Load(caller, request->load(), &encoder);
+        if (status.ok()) {
+          LoadReplyEncoder::Encoded encoded = encoder.Release();
+          uint8_t header[kMaxPagesReplyLoadHeader];
+          if (!WriteFrame(fd, header, PagesReplyLoadHeader(encoded.size, header),
+                          encoded.data.get(), encoded.size)) {
+            return;
+          }
+          sent = true;
+        }
+      } else {
+        node_->CountRejected();
+        status = absl::InvalidArgumentError("request has neither store nor load");
+      }
     }
     if (!sent && !WriteStatus(fd, status, &scratch)) return;
-    if (buffer.capacity() > kKeptBufferBytes) std::string().swap(buffer);
+    if (capacity > kKeptBufferBytes) {
+      buffer.reset();
+      capacity = 0;
+    }
     if (scratch.capacity() > kKeptBufferBytes) std::string().swap(scratch);
   }
 }

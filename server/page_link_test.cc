@@ -242,6 +242,64 @@ TEST_F(PageLinkTest, AFailedRequestIsAnsweredAndTheLinkGoesOn) {
   EXPECT_EQ(r->store().results(0).code(), 0);
 }
 
+TEST_F(PageLinkTest, StoresNotWrittenTheWayProtobufWritesThemAreReadAsMessages) {
+  // Store requests are read in place when protobuf's serializer wrote them
+  // (common/store_wire.h); anything else goes to protobuf's parser, which
+  // decides. Two store messages in one frame merge into one of two pages.
+  StartLink();
+  RawLink c(link_->port());
+  ASSERT_TRUE(c.Hello());
+  const std::vector<uint8_t> a = MakePage(20), b = MakePage(21);
+  ASSERT_TRUE(c.SendFrame(StoreRequest(20, a).SerializeAsString() +
+                          StoreRequest(21, b).SerializeAsString()));
+  std::optional<v1::PagesReply> r = c.Read();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->code(), 0) << r->message();
+  ASSERT_EQ(r->store().results_size(), 2);
+  EXPECT_EQ(r->store().results(0).code(), 0) << r->store().results(0).message();
+  EXPECT_EQ(r->store().results(1).code(), 0) << r->store().results(1).message();
+  for (const auto& [index, want] : {std::pair{20, a}, std::pair{21, b}}) {
+    ASSERT_TRUE(c.Send(LoadRequest(index)));
+    r = c.Read();
+    ASSERT_TRUE(r.has_value());
+    ASSERT_EQ(r->load().results_size(), 1);
+    const v1::Page& p = r->load().results(0).page();
+    std::vector<uint8_t> got(kPageSize);
+    ASSERT_TRUE(DecodePage(p.encoding(),
+                           absl::MakeConstSpan(
+                               reinterpret_cast<const uint8_t*>(p.payload().data()),
+                               p.payload().size()),
+                           p.uncompressed_length(), p.checksum(), absl::MakeSpan(got))
+                    .ok());
+    EXPECT_EQ(got, want) << index;
+  }
+  // More pages than a batch may have: refused as a whole, whichever parser.
+  v1::PagesRequest big = StoreRequest(0, a);
+  for (int i = 1; i <= kMaxPagesPerBatch; ++i) {
+    *big.mutable_store()->add_pages() = big.store().pages(0);
+  }
+  ASSERT_TRUE(c.Send(big));
+  r = c.Read();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->code(), static_cast<int>(absl::StatusCode::kInvalidArgument)) << r->message();
+  // A page with a stale generation among good ones: refused alone, with
+  // its reason, in a reply written without a message object.
+  v1::PagesRequest mixed = StoreRequest(30, a);
+  *mixed.mutable_store()->add_pages() = WirePage(kPool, 20, b, /*generation=*/0);
+  *mixed.mutable_store()->add_pages() = WirePage(kPool, 31, b);
+  mixed.mutable_store()->mutable_pages(1)->set_generation(0);
+  ASSERT_TRUE(c.Send(mixed));
+  r = c.Read();
+  ASSERT_TRUE(r.has_value());
+  ASSERT_EQ(r->store().results_size(), 3);
+  EXPECT_EQ(r->store().results(0).code(), 0);
+  EXPECT_EQ(r->store().results(1).code(),
+            static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_NE(r->store().results(1).message().find("older"), std::string::npos)
+      << r->store().results(1).message();
+  EXPECT_EQ(r->store().results(2).code(), 0);
+}
+
 TEST_F(PageLinkTest, ARefusedHelloGetsItsStatusAndTheLinkCloses) {
   StartLink();
   struct Case {

@@ -5,8 +5,10 @@
 #   nbd_fuzzer         the NBD server's handshake and request parsing: whole
 #                      client streams into a running server over a
 #                      socketpair (kernel-shim/nbd_fuzzer.cc)
+#   store_wire_fuzzer  the page link's in-place store request reader
+#                      (common/store_wire_fuzzer.cc)
 #
-#   bash tests/fuzz.sh                    # both, 20 seconds each
+#   bash tests/fuzz.sh                    # all, 20 seconds each
 #   bash tests/fuzz.sh nbd_fuzzer         # just one
 #   FUZZ_SECONDS=600 bash tests/fuzz.sh
 #
@@ -23,7 +25,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 readonly self=tests/fuzz.sh
 readonly out=.build/fuzz
 readonly seconds=${FUZZ_SECONDS:-20}
-readonly all_fuzzers=(page_codec_fuzzer nbd_fuzzer)
+readonly all_fuzzers=(page_codec_fuzzer nbd_fuzzer store_wire_fuzzer)
 readonly cxxflags=(-std=c++20 -I.)
 readonly fuzz_flags=(-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
   -fno-sanitize-recover=all)
@@ -261,6 +263,76 @@ EOF
   # Up to 70000 bytes: past the largest request payload (16 KiB) and option
   # (64 KiB) the target's server accepts.
   run_fuzzer "$name" "$dir" 70000
+}
+
+# ---- store_wire_fuzzer --------------------------------------------------------------
+# Its files are under .build/fuzz/store_wire_fuzzer/.
+
+store_wire_fuzzer() {
+  local name=store_wire_fuzzer
+  local dir=$out/store_wire_fuzzer
+  local deps=(common/store_wire.cc common/store_wire.h common/store_wire_fuzzer.cc "$self")
+  mkdir -p "$dir/seeds" "$dir/corpus" "$dir/artifacts" ||
+    { fail_one "$name" "cannot create $dir"; return 1; }
+
+  if stale "$dir/$name" "${deps[@]}"; then
+    echo "fuzz.sh: building $dir/$name"
+    clang++ "${cxxflags[@]}" "${fuzz_flags[@]}" common/store_wire.cc common/store_wire_fuzzer.cc \
+      -o "$dir/$name.tmp" "${absl_libs[@]}" ||
+      { fail_one "$name" "building the fuzzer failed"; return 1; }
+    mv "$dir/$name.tmp" "$dir/$name"
+  fi
+
+  # Seeds: store requests as the client writes them (FrameStoreRequest,
+  # without the frame's length), of 0, 1 and 3 pages.
+  if stale "$dir/seed_gen" "${deps[@]}"; then
+    cat >"$dir/seed_gen.cc" <<'EOF'
+// Written by tests/fuzz.sh: writes seed inputs for store_wire_fuzzer.
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "common/store_wire.h"
+
+int main(int argc, char** argv) {
+  using namespace ramster;
+  if (argc != 2) return 2;
+  const std::string payload(1800, 'p');
+  for (size_t n : {0, 1, 3}) {
+    std::vector<StorePageFields> pages(n);
+    for (size_t i = 0; i < n; ++i) {
+      StorePageFields& f = pages[i];
+      f.pool = 1;
+      f.object = i;
+      f.index = 1000 + 300 * i;
+      f.encoding = static_cast<int32_t>(1 + i);
+      f.payload = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(payload.data()),
+                                      payload.size() / (i + 1));
+      f.uncompressed_length = 4096;
+      f.checksum = 0x0123456789abcdefull * (i + 1);
+      f.generation = 7 + i;
+    }
+    std::string frame;
+    FrameStoreRequest(42, pages, &frame);
+    std::string path = std::string(argv[1]) + "/seed-" + std::to_string(n);
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    if (f == nullptr) return 1;
+    bool ok = std::fwrite(frame.data() + 4, 1, frame.size() - 4, f) == frame.size() - 4;
+    if (std::fclose(f) != 0 || !ok) return 1;
+  }
+  return 0;
+}
+EOF
+    clang++ "${cxxflags[@]}" -O0 "$dir/seed_gen.cc" common/store_wire.cc \
+      -o "$dir/seed_gen" "${absl_libs[@]}" ||
+      { fail_one "$name" "building the seed generator failed"; return 1; }
+    rm -f "$dir"/seeds/seed-*
+    "$dir/seed_gen" "$dir/seeds" || { fail_one "$name" "writing the seeds failed"; return 1; }
+  fi
+
+  # Up to 16 KiB: room for several pages with their fields.
+  run_fuzzer "$name" "$dir" 16384
 }
 
 failed=0
