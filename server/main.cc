@@ -58,7 +58,8 @@ ABSL_FLAG(absl::Duration, recompress_age, absl::Seconds(1),
 ABSL_FLAG(int, page_link_port, 0,
           "the page link's TCP port, on the --listen address: PageStore's page requests without "
           "HTTP/2 (clients learn the port when they open their session). 0: one the kernel "
-          "picks; -1: no page link, gRPC only");
+          "picks, or after a restart the one the server had (kept in --data-dir) if it is "
+          "free; -1: no page link, gRPC only");
 ABSL_FLAG(int, io_threads, 1,
           "threads taking calls off gRPC's completion queues (one queue each); they answer "
           "what RAM alone can answer");
@@ -67,6 +68,25 @@ namespace ramster {
 namespace {
 
 constexpr int kMaxMessageBytes = 4 << 20;
+
+// The page link port a server last had (0: none recorded, or unreadable).
+int ReadPortFile(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "r");
+  if (f == nullptr) return 0;
+  int port = 0;
+  if (std::fscanf(f, "%d", &port) != 1 || port < 1 || port > 65535) port = 0;
+  std::fclose(f);
+  return port;
+}
+
+// Best effort: a server that cannot record its port still serves.
+void WritePortFile(const std::string& path, int port) {
+  const std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) return;
+  const bool ok = std::fprintf(f, "%d\n", port) > 0;
+  if (std::fclose(f) == 0 && ok) std::rename(tmp.c_str(), path.c_str());
+}
 // Page link connections at once (a shim opens one per thread and request in
 // flight); more are refused, and their clients use gRPC.
 constexpr int kMaxPageLinkConnections = 512;
@@ -173,8 +193,20 @@ int Run() {
   const std::string host = listen.substr(0, listen.rfind(':'));
   std::unique_ptr<PageLink> page_link;
   if (const int link_port = absl::GetFlag(FLAGS_page_link_port); link_port >= 0) {
-    absl::StatusOr<std::unique_ptr<PageLink>> started =
-        PageLink::Start(node.get(), host, link_port, kMaxPageLinkConnections);
+    absl::StatusOr<std::unique_ptr<PageLink>> started;
+    // With a port the kernel picks, a restarted server takes the one it had
+    // if it is free, so that its clients' links to it connect again at once
+    // (they learn a new port only at their next health check, and meanwhile
+    // send their calls on gRPC, whose reconnect backoff can still refuse
+    // them right after the restart).
+    const std::string port_file = options.data_dir + "/page-link-port";
+    if (const int last = link_port == 0 ? ReadPortFile(port_file) : 0; last > 0) {
+      started = PageLink::Start(node.get(), host, last, kMaxPageLinkConnections);
+    }
+    if (!started.ok()) {
+      started = PageLink::Start(node.get(), host, link_port, kMaxPageLinkConnections);
+    }
+    if (started.ok() && link_port == 0) WritePortFile(port_file, (*started)->port());
     if (!started.ok()) {
       fprintf(stderr, "ramster-server: %s\n", started.status().ToString().c_str());
       return 1;
