@@ -5,7 +5,7 @@
 #   bench/results/<date>/report.md, *.png   (a second full run that day: <date>-2, ...;
 #                                            with --quick: bench/results/<date>-quick/)
 #   bench/results/<date>/raw/               every raw JSON/CSV/log (git-ignored)
-#   bench/results/latest-summary.md         the summary table (full runs only)
+#   bench/results/latest-summary.md         the summary table (full runs of every suite only)
 # Each suite is a function in bench/suites/<name>.sh. A suite that fails or
 # cannot run is recorded with its reason and the run continues. Everything a
 # suite starts (servers, shims, nbdkit, swap devices, loop devices, FUSE
@@ -14,7 +14,8 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-QUICK=0 RUNS="" SUITES="codec,store,blockdev,swap,scale" OUT=""
+ALL_SUITES="codec,store,blockdev,swap,scale"
+QUICK=0 RUNS="" SUITES="$ALL_SUITES" OUT=""
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=1 ;;
@@ -173,7 +174,9 @@ echo "{\"total_seconds\": $((END_ALL - START_ALL)), \"loadavg_end\": \"$(cat /pr
 
 log "report"
 "$PY" "$ROOT/bench/report.py" "$OUT" || { echo "bench: report.py failed" >&2; exit 1; }
-if [ $QUICK = 0 ] && [ -z "${BENCH_NO_SUMMARY:-}" ]; then
+# Only a full run of every suite is the latest summary (a --suites run has
+# rows of its own suites only).
+if [ $QUICK = 0 ] && [ "$SUITES" = "$ALL_SUITES" ] && [ -z "${BENCH_NO_SUMMARY:-}" ]; then
   cp "$OUT/summary.md" "$ROOT/bench/results/latest-summary.md"
 fi
 echo "wrote ${OUT#$ROOT/}/report.md ($((END_ALL - START_ALL)) s)"
