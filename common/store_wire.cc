@@ -87,8 +87,9 @@ size_t StatusSize(const absl::Status& s) {
   return n;
 }
 
-// Grows `out` to `frame` bytes (what it held is overwritten) and returns
-// where the message starts, after the frame's length.
+// Sizes `out` for a frame of a `message`-byte message (what it held is
+// overwritten), writes the frame's length, and returns where the message
+// starts.
 uint8_t* StartFrame(size_t message, std::string* out) {
   out->resize(sizeof(uint32_t) + message);
   const uint32_t length = htonl(static_cast<uint32_t>(message));

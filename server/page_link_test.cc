@@ -54,6 +54,20 @@ v1::PagesRequest LoadRequest(uint64_t index) {
   return req;
 }
 
+// A loaded page decoded and checked against its checksum; empty when it
+// does not decode to it.
+std::vector<uint8_t> Decoded(const v1::Page& p) {
+  std::vector<uint8_t> page(kPageSize);
+  if (!DecodePage(p.encoding(),
+                  absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(p.payload().data()),
+                                      p.payload().size()),
+                  p.uncompressed_length(), p.checksum(), absl::MakeSpan(page))
+           .ok()) {
+    return {};
+  }
+  return page;
+}
+
 // One client connection, spoken to frame by frame.
 class RawLink {
  public:
@@ -171,14 +185,8 @@ TEST_F(PageLinkTest, StoresAndLoadsPagesInOrder) {
     ASSERT_TRUE(r.has_value());
     ASSERT_EQ(r->op_case(), v1::PagesReply::kLoad);
     ASSERT_EQ(r->load().results_size(), 1);
-    const v1::Page& p = r->load().results(0).page();
-    std::vector<uint8_t> got(kPageSize);
-    ASSERT_TRUE(DecodePage(p.encoding(),
-                           absl::MakeConstSpan(
-                               reinterpret_cast<const uint8_t*>(p.payload().data()),
-                               p.payload().size()),
-                           p.uncompressed_length(), p.checksum(), absl::MakeSpan(got))
-                    .ok());
+    const std::vector<uint8_t> got = Decoded(r->load().results(0).page());
+    ASSERT_EQ(got.size(), kPageSize);  // it decoded, to its checksum
     EXPECT_EQ(got, want);
   }
   // A key never stored: a per-key miss, not a failed request.
@@ -263,14 +271,8 @@ TEST_F(PageLinkTest, StoresNotWrittenTheWayProtobufWritesThemAreReadAsMessages) 
     r = c.Read();
     ASSERT_TRUE(r.has_value());
     ASSERT_EQ(r->load().results_size(), 1);
-    const v1::Page& p = r->load().results(0).page();
-    std::vector<uint8_t> got(kPageSize);
-    ASSERT_TRUE(DecodePage(p.encoding(),
-                           absl::MakeConstSpan(
-                               reinterpret_cast<const uint8_t*>(p.payload().data()),
-                               p.payload().size()),
-                           p.uncompressed_length(), p.checksum(), absl::MakeSpan(got))
-                    .ok());
+    const std::vector<uint8_t> got = Decoded(r->load().results(0).page());
+    ASSERT_EQ(got.size(), kPageSize);  // it decoded, to its checksum
     EXPECT_EQ(got, want) << index;
   }
   // More pages than a batch may have: refused as a whole, whichever parser.
