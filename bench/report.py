@@ -388,7 +388,7 @@ def onecpu(unpinned, runs):
 
 
 # ---------------------------------------------------------------- 4/5. swap + memory
-BACKENDS = ("ram", "loop-file", "zram-lz4", "nbdkit", "ramster-local", "ramster-r1", "ramster-r2")
+BACKENDS = ("ram", "loop-file", "zram-lz4", "nbdkit", "nbdkit-relay", "ramster-local", "ramster-r1", "ramster-r2")
 
 
 def swap():
@@ -405,28 +405,42 @@ def swap():
               "one swap device at a time at priority 32767, backends round-robin within each run. "
               "Time is the workload's own (fill + passes + verify). nbdkit and the shims are attached the same way "
               "(deploy/local/swap.sh: nbdfuse over one NBD connection, then a loop device). "
-              "Ratios per run against nbdkit-via-nbdfuse.\n")
+              "Ratios per run against nbdkit-via-nbdfuse. `nbdkit-relay` is the same chain with the pages one "
+              "TCP round trip away over loopback (nbdkit's nbd plugin relaying to `nbdkit memory` on 127.0.0.1): "
+              "no ramster code, what keeping the pages in another process reached over TCP costs on this "
+              "machine, so the last column compares ramster with that floor.\n")
     foreign = [n for n in notes if "other swap devices" in n]
     md.append(("Other (foreign) swap devices were active during some backends: " + "; ".join(foreign) + "\n")
               if foreign else "`swapon --show` showed no other swap devices before any backend (checked before each; raw/swap-*.swapon-before).\n")
     runs = sorted({r["run"] for r in rows})
     t = {(r["b"], r["run"]): r["secs"] for r in rows if r["ok"] == "ok"}
-    md.append("| backend | completion s | vs nbdkit | vs ram | runs ok |")
-    md.append("|---|---|---|---|---|")
+    md.append("| backend | completion s | vs nbdkit | vs ram | runs ok | vs nbdkit-relay |")
+    md.append("|---|---|---|---|---|---|")
     stats = {}
     for b in BACKENDS:
         s = stat([t.get((b, r)) for r in runs])
         stats[b] = s
         rn = stat([t[(b, r)] / t[("nbdkit", r)] for r in runs if (b, r) in t and ("nbdkit", r) in t])
         rr = stat([t[(b, r)] / t[("ram", r)] for r in runs if (b, r) in t and ("ram", r) in t and t[("ram", r)]])
+        rl = stat([t[(b, r)] / t[("nbdkit-relay", r)] for r in runs
+                   if (b, r) in t and ("nbdkit-relay", r) in t and t[("nbdkit-relay", r)]])
         okn = sum(1 for r in rows if r["b"] == b and r["ok"] == "ok")
-        md.append(f"| {b} | {fs(s)} | {fs(rn)}x | {fs(rr)}x | {okn}/{len([r for r in rows if r['b'] == b])} |")
+        md.append(f"| {b} | {fs(s)} | {fs(rn)}x | {fs(rr)}x | {okn}/{len([r for r in rows if r['b'] == b])} | "
+                  f"{fs(rl) + 'x' if b.startswith('ramster') else '-'} |")
+        if b == "nbdkit-relay" and s:
+            summary.append(("4 swap", "workload completion s, nbdkit-relay (nbdkit memory one TCP round trip "
+                            "away, no ramster code: the floor of a tier in another process)",
+                            fs(s), "nbdkit " + fs(stat([t.get(('nbdkit', r)) for r in runs])), fs(rn) + "x", "-", "-"))
         if b == "ramster-local" and s:
             summary.append(("4 swap", "workload completion s, ramster-local (no peers: the shim's own path)",
                             fs(s), "nbdkit " + fs(stat([t.get(('nbdkit', r)) for r in runs])), fs(rn) + "x", "-", "-"))
         elif b.startswith("ramster"):
             summary.append(("4 swap", f"workload completion s, {b}", fs(s), "nbdkit " + fs(stat([t.get(('nbdkit', r)) for r in runs])),
                             fs(rn) + "x", "<= 1.25x" if b == "ramster-r1" else "-", verdict(rn, 1.25, False) if b == "ramster-r1" else "-"))
+        if b == "ramster-r1" and s and rl:
+            summary.append(("4 swap", "workload completion s, ramster-r1 against nbdkit-relay", fs(s),
+                            "nbdkit-relay " + fs(stat([t.get(('nbdkit-relay', r)) for r in runs])),
+                            fs(rl) + "x", "-", "-"))
     others = ", ".join(f"{b} {fs(stats[b])} s" for b in ("ram", "loop-file", "zram-lz4") if stats.get(b))
     summary.append(("4 swap", "other backends (completion s)", "-", others, "-", "-", "-"))
     # The shim's own time per READ (arrival to reply, over the whole run):
@@ -461,7 +475,7 @@ def swap():
                 ax.bar(i, s[0], yerr=[[s[0] - s[1]], [s[2] - s[0]]], capsize=4, color=f"C{i}")
                 ax.text(i, s[0], f"{s[0]:.2f}", ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(len(BACKENDS)))
-        ax.set_xticklabels(BACKENDS)
+        ax.set_xticklabels(BACKENDS, rotation=20, fontsize=8)
         ax.set_ylabel("seconds (median, min-max)")
         ax.set_title(f"swap_workload {cfg.get('mib')} MiB in a {cfg.get('limit_mib')} MiB cgroup: completion time")
         md.append(f"\n![swap]({savefig(fig, 'swap_completion.png')})\n")

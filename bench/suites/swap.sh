@@ -6,6 +6,11 @@
 #   zram-lz4    a zram device, comp_algorithm lz4
 #   nbdkit      `nbdkit memory` through nbdfuse (one NBD connection) -> loop
 #               (deploy/local/swap.sh)
+#   nbdkit-relay  the same chain, but the pages one TCP round trip away over
+#               loopback: nbdkit's nbd plugin on the unix socket, relaying to
+#               `nbdkit memory` on 127.0.0.1. No ramster code in it: what a
+#               tier whose pages live in another process costs on this
+#               machine before any of its own work (the floor for ramster-r1)
 #   ramster-local  ramster-shim with no peers (its local swap file only),
 #               same chain: the shim's own path, without a server round trip
 #   ramster-r1  ramster-shim, 3 local servers, replicas 1, same chain
@@ -16,7 +21,7 @@
 # Around each workload run, bench/thread_cpu.py records the machine's CPU
 # time and that of every thread of the shim, the servers, nbdkit and nbdfuse
 # (raw/swap-*.cpu-{before,after}.json): where the CPU went, by thread name.
-SWAP_BACKENDS=${SWAP_BACKENDS:-"ram loop-file zram-lz4 nbdkit ramster-local ramster-r1 ramster-r2"}
+SWAP_BACKENDS=${SWAP_BACKENDS:-"ram loop-file zram-lz4 nbdkit nbdkit-relay ramster-local ramster-r1 ramster-r2"}
 
 swap_setup() {  # backend run -> sets SW_DEV; registers teardown (not in a subshell)
   local b="$1" r="$2" dev state="$WORK/swapstate-$1-$2"
@@ -57,6 +62,22 @@ swap_setup() {  # backend run -> sets SW_DEV; registers teardown (not in a subsh
       start_nbdkit sw-nbdkit >&2 || return 1
       defer "'$SWAPSH' down --state='$state'"
       dev=$(run "$SWAPSH" up --socket="$WORK/sw-nbdkit.sock" --state="$state" --priority=32767) || return 1
+      OUR_SWAPS+=("$dev")
+      SW_DEV="$dev" ;;
+    nbdkit-relay)
+      local port=$((PORT_BASE + 9)) i
+      bgrun nbdkit --foreground --exit-with-parent -i 127.0.0.1 -p "$port" memory 1G \
+        2>"$WORK/sw-relay-memory.log"
+      defer "kill -TERM $BG_PID; wait $BG_PID"
+      for i in $(seq 100); do nbdinfo --size "nbd://127.0.0.1:$port" >/dev/null 2>&1 && break; sleep 0.05; done
+      rm -f "$WORK/sw-nbdkit-relay.sock"
+      bgrun nbdkit --foreground --exit-with-parent -U "$WORK/sw-nbdkit-relay.sock" nbd \
+        hostname=127.0.0.1 port="$port" 2>"$WORK/sw-relay.log"
+      defer "kill -TERM $BG_PID; wait $BG_PID"
+      for i in $(seq 100); do [ -S "$WORK/sw-nbdkit-relay.sock" ] && break; sleep 0.05; done
+      [ -S "$WORK/sw-nbdkit-relay.sock" ] || { echo "relay did not start: $(cat "$WORK/sw-relay.log")" >&2; return 1; }
+      defer "'$SWAPSH' down --state='$state'"
+      dev=$(run "$SWAPSH" up --socket="$WORK/sw-nbdkit-relay.sock" --state="$state" --priority=32767) || return 1
       OUR_SWAPS+=("$dev")
       SW_DEV="$dev" ;;
     ramster-local)
