@@ -407,8 +407,9 @@ def swap():
               "(deploy/local/swap.sh: nbdfuse over one NBD connection, then a loop device). "
               "Ratios per run against nbdkit-via-nbdfuse. `nbdkit-relay` is the same chain with the pages one "
               "TCP round trip away over loopback (nbdkit's nbd plugin relaying to `nbdkit memory` on 127.0.0.1): "
-              "no ramster code, what keeping the pages in another process reached over TCP costs on this "
-              "machine, so the last column compares ramster with that floor.\n")
+              "no ramster code, what stock parts pay on this machine for the hop ramster's peers add "
+              "(a reference, not a tight floor: nbdkit's plugin does its own work per request, as the "
+              "shim and server do theirs). The last column compares ramster with it.\n")
     foreign = [n for n in notes if "other swap devices" in n]
     md.append(("Other (foreign) swap devices were active during some backends: " + "; ".join(foreign) + "\n")
               if foreign else "`swapon --show` showed no other swap devices before any backend (checked before each; raw/swap-*.swapon-before).\n")
@@ -429,7 +430,7 @@ def swap():
                   f"{fs(rl) + 'x' if b.startswith('ramster') else '-'} |")
         if b == "nbdkit-relay" and s:
             summary.append(("4 swap", "workload completion s, nbdkit-relay (nbdkit memory one TCP round trip "
-                            "away, no ramster code: the floor of a tier in another process)",
+                            "away, no ramster code: stock parts for the hop ramster's peers add)",
                             fs(s), "nbdkit " + fs(stat([t.get(('nbdkit', r)) for r in runs])), fs(rn) + "x", "-", "-"))
         if b == "ramster-local" and s:
             summary.append(("4 swap", "workload completion s, ramster-local (no peers: the shim's own path)",

@@ -8,9 +8,10 @@
 #               (deploy/local/swap.sh)
 #   nbdkit-relay  the same chain, but the pages one TCP round trip away over
 #               loopback: nbdkit's nbd plugin on the unix socket, relaying to
-#               `nbdkit memory` on 127.0.0.1. No ramster code in it: what a
-#               tier whose pages live in another process costs on this
-#               machine before any of its own work (the floor for ramster-r1)
+#               `nbdkit memory` on 127.0.0.1. No ramster code in it: what
+#               stock parts pay for the hop that ramster-r1 has too (a
+#               reference, not a tight floor: the plugin does its own work
+#               per request, as the shim and server do theirs)
 #   ramster-local  ramster-shim with no peers (its local swap file only),
 #               same chain: the shim's own path, without a server round trip
 #   ramster-r1  ramster-shim, 3 local servers, replicas 1, same chain
