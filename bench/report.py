@@ -320,6 +320,7 @@ def blockdev():
                 if t != "nbdkit-memory" and qd == 32:
                     summary.append(("3 blockdev", f"QD32 {rw} IOPS, {t}", fs(iops),
                                     "nbdkit " + fs(stat([b["iops"] for b in base if b])), fs(ri) + "x", ">= 0.7x", verdict(ri, 0.7)))
+    blockdev_cpu(figs, runs)
     onecpu(figs, runs)
     if plt:
         fig, axs = plt.subplots(1, 2, figsize=(10, 4))
@@ -354,6 +355,50 @@ def blockdev():
             ax.set_title(f"{rw} latency distribution (median run)")
             ax.legend(fontsize=7)
         md.append(f"\n![blockdev latency]({savefig(fig, 'blockdev_latency.png')})\n")
+
+
+def blockdev_cpu(figs, runs):
+    """CPU per I/O of the QD32 runs (bench/thread_cpu.py before and after each):
+    at QD32 both CPUs are busy, so what each I/O costs in CPU sets the IOPS."""
+    rows = []
+    for rw in ("randread", "randwrite"):
+        for t in TARGETS:
+            per = []
+            for r in runs:
+                a = load(os.path.join(RAW, f"blockdev-cpu-{t}-{rw}-qd32-run{r}.before.json"))
+                z = load(os.path.join(RAW, f"blockdev-cpu-{t}-{rw}-qd32-run{r}.after.json"))
+                f = figs.get((t, rw, 32, r))
+                if not a or not z or not f or not f["iops"]:
+                    continue
+                hz = z.get("hz") or 100
+                wall = z["t"] - a["t"]
+                d = [y - x for x, y in zip(a["cpu"][:8], z["cpu"][:8])]
+                busy = (sum(d) - d[3] - d[4] - d[7]) / hz
+                # Whole processes: a connection's threads end with it.
+                procs = {k: max(0, v - a.get("procs", {}).get(k, 0)) / hz for k, v in z.get("procs", {}).items()}
+                # CPU seconds over the run's window, per I/O at the run's rate.
+                us = lambda secs: secs / (f["iops"] * wall) * 1e6  # noqa: E731
+                ours = procs.get("ramster-shim", 0.0) + procs.get("ramster-server", 0.0) + procs.get("nbdkit", 0.0)
+                per.append({"machine": us(busy), "shim": us(procs.get("ramster-shim", 0.0)),
+                            "servers": us(procs.get("ramster-server", 0.0)), "nbdkit": us(procs.get("nbdkit", 0.0)),
+                            "rest": us(busy - ours), "busy": busy / (wall * (z.get("cpus") or 1))})
+            if not per:
+                continue
+            col = lambda k: fs(stat([p[k] for p in per]))  # noqa: E731
+            target = "nbdkit" if t == "nbdkit-memory" else "shim " + col("shim") + " + servers " + col("servers")
+            rows.append(f"| {rw} | {t} | {col('machine')} | "
+                        f"{col('nbdkit') if t == 'nbdkit-memory' else target} | {col('rest')} | "
+                        f"{fs(stat([100 * p['busy'] for p in per]))}% |")
+    if rows:
+        md.append("\n**CPU per I/O at QD32.** The CPU seconds of the machine and of each process over each QD32 "
+                  "run (bench/thread_cpu.py before and after it), divided by the I/Os at the run's rate "
+                  "(IOPS x the run's duration, fio's start and ramp included): microseconds of CPU per I/O. "
+                  "With both CPUs busy, IOPS is about 2 CPUs / the machine's CPU per I/O, so these explain the "
+                  "IOPS ratios above. The rest is fio (a new process each run), the kernel's work outside the "
+                  "target's processes (softirq), and anything else on the machine.\n")
+        md.append("| pattern | target | machine us/IO | target's processes us/IO | rest (fio, kernel, other) us/IO | busy |")
+        md.append("|---|---|---|---|---|---|")
+        md.extend(rows)
 
 
 def onecpu(unpinned, runs):

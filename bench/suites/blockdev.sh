@@ -14,6 +14,11 @@
 # ~15% slower right after a ramster run). What each run waited is in
 # raw/blockdev-quiet.txt.
 #
+# Around each QD32 run, bench/thread_cpu.py records the CPU time of the
+# machine and of the shims, the servers and nbdkit
+# (raw/blockdev-cpu-*.{before,after}.json): at QD32 the machine's two CPUs
+# are the limit, so the CPU each I/O costs explains the IOPS ratio.
+#
 # Then QD1 randread once more against nbdkit and ramster-r1 with fio and every
 # process of the target (nbdkit; the shim and its servers) on one CPU
 # (blockdev_onecpu-*.json). There every hop between them is a context switch
@@ -56,10 +61,14 @@ suite_blockdev() {
           waited=$(wait_quiet 60 "${quiet_pids[@]}")
           echo "$rw qd$qd $t run $r: waited $waited s for quiet" >>"$RAW/blockdev-quiet.txt"
           [ "$waited" = timeout ] && note "$rw qd$qd on $t run $r: the servers and shims were still busy after 60 s; measured anyway"
+          [ "$qd" = 32 ] && python3 "$THREAD_CPU" ramster-shim ramster-server nbdkit \
+            >"$RAW/blockdev-cpu-$t-$rw-qd$qd-run$r.before.json" 2>/dev/null
           run fio --name=$rw-qd$qd-$t "${common[@]}" --uri="${URI[$t]}" --rw=$rw --iodepth=$qd \
             --time_based --runtime=$runtime --ramp_time=$ramp \
             --output="$RAW/blockdev-$t-$rw-qd$qd-run$r.json" >/dev/null 2>"$RAW/blockdev-$t-$rw-qd$qd-run$r.err" ||
             { fails=$((fails + 1)); note "fio $rw qd$qd on $t run $r failed: $(tail -1 "$RAW/blockdev-$t-$rw-qd$qd-run$r.err")"; }
+          [ "$qd" = 32 ] && python3 "$THREAD_CPU" ramster-shim ramster-server nbdkit \
+            >"$RAW/blockdev-cpu-$t-$rw-qd$qd-run$r.after.json" 2>/dev/null
         done
       done
     done
