@@ -385,9 +385,8 @@ def blockdev_cpu(figs, runs):
             if not per:
                 continue
             col = lambda k: fs(stat([p[k] for p in per]))  # noqa: E731
-            target = "nbdkit" if t == "nbdkit-memory" else "shim " + col("shim") + " + servers " + col("servers")
-            rows.append(f"| {rw} | {t} | {col('machine')} | "
-                        f"{col('nbdkit') if t == 'nbdkit-memory' else target} | {col('rest')} | "
+            target = col("nbdkit") if t == "nbdkit-memory" else f"shim {col('shim')} + servers {col('servers')}"
+            rows.append(f"| {rw} | {t} | {col('machine')} | {target} | {col('rest')} | "
                         f"{fs(stat([100 * p['busy'] for p in per]))}% |")
     if rows:
         md.append("\n**CPU per I/O at QD32.** The CPU seconds of the machine and of each process over each QD32 "

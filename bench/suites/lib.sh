@@ -35,11 +35,14 @@ start_shim() {
   return 1
 }
 
-# start_nbdkit NAME: `nbdkit memory 1G` on $WORK/NAME.sock. Sets NBDKIT_PID.
+# start_nbdkit NAME [PLUGIN ARGS...]: nbdkit on $WORK/NAME.sock, serving
+# `memory 1G` unless told another plugin. Sets NBDKIT_PID.
 start_nbdkit() {
   local name="$1"
+  shift
+  [ $# -gt 0 ] || set -- memory 1G
   rm -f "$WORK/$name.sock"
-  bgrun nbdkit --foreground --exit-with-parent -U "$WORK/$name.sock" memory 1G 2>"$WORK/$name.log"
+  bgrun nbdkit --foreground --exit-with-parent -U "$WORK/$name.sock" "$@" 2>"$WORK/$name.log"
   NBDKIT_PID=$BG_PID
   defer "kill -TERM $NBDKIT_PID; wait $NBDKIT_PID"
   local i

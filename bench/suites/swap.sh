@@ -71,12 +71,9 @@ swap_setup() {  # backend run -> sets SW_DEV; registers teardown (not in a subsh
         2>"$WORK/sw-relay-memory.log"
       defer "kill -TERM $BG_PID; wait $BG_PID"
       for i in $(seq 100); do nbdinfo --size "nbd://127.0.0.1:$port" >/dev/null 2>&1 && break; sleep 0.05; done
-      rm -f "$WORK/sw-nbdkit-relay.sock"
-      bgrun nbdkit --foreground --exit-with-parent -U "$WORK/sw-nbdkit-relay.sock" nbd \
-        hostname=127.0.0.1 port="$port" 2>"$WORK/sw-relay.log"
-      defer "kill -TERM $BG_PID; wait $BG_PID"
-      for i in $(seq 100); do [ -S "$WORK/sw-nbdkit-relay.sock" ] && break; sleep 0.05; done
-      [ -S "$WORK/sw-nbdkit-relay.sock" ] || { echo "relay did not start: $(cat "$WORK/sw-relay.log")" >&2; return 1; }
+      nbdinfo --size "nbd://127.0.0.1:$port" >/dev/null 2>&1 ||
+        { echo "nbdkit memory on port $port did not start: $(cat "$WORK/sw-relay-memory.log")" >&2; return 1; }
+      start_nbdkit sw-nbdkit-relay nbd hostname=127.0.0.1 port="$port" >&2 || return 1
       defer "'$SWAPSH' down --state='$state'"
       dev=$(run "$SWAPSH" up --socket="$WORK/sw-nbdkit-relay.sock" --state="$state" --priority=32767) || return 1
       OUR_SWAPS+=("$dev")
