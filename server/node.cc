@@ -499,6 +499,7 @@ absl::Status Node::StoreOne(Client* c, const StorePageFields& page, uint8_t* scr
   // Gives back what was charged and not (or no longer) used: the slab
   // object while `handle` is set, and the index reserve.
   uint64_t reserve = index_charged ? kIndexReserve : 0;
+  if (handle.ok()) slab_.PrepareWrite(*handle, length);
   auto undo = [&] {
     if (handle.ok()) slab_.Free(*handle);
     ram_.Release(reserve);
@@ -551,7 +552,7 @@ absl::Status Node::StoreOne(Client* c, const StorePageFields& page, uint8_t* scr
 
   DiskTier::Batch batch;
   if (handle.ok()) {
-    std::memcpy(slab_.Resolve(*handle), payload.data(), length);
+    slab_.Write(*handle, payload.data(), length);
     if (old != nullptr) ReleaseEntry(key, *old, c, &batch);
   } else {
     batch.PutPage(DiskPageKey{key.client, key.pool, key.object, key.index},
@@ -1051,6 +1052,7 @@ bool Node::RecompressOne(Shard& shard, const RecompressCandidate& cand, Client* 
     // is, to be tried again on a later walk.
     if (!h.ok()) return false;
     handle = *h;
+    slab_.PrepareWrite(*handle, static_cast<uint32_t>(length));
   }
   MutexLock lock(&shard.mu);
   Entry* e = shard.table.Find(cand.key);
@@ -1064,7 +1066,7 @@ bool Node::RecompressOne(Shard& shard, const RecompressCandidate& cand, Client* 
   ops_.recompress_tried.fetch_add(1, std::memory_order_relaxed);
   ops_.recompress_tried_bytes.fetch_add(cand.length, std::memory_order_relaxed);
   if (!handle) return true;
-  std::memcpy(slab_.Resolve(*handle), r->new_payload, length);
+  slab_.Write(*handle, r->new_payload, static_cast<uint32_t>(length));
   slab_.Free(cand.handle);
   e->set_handle(*handle);
   e->set_length(static_cast<uint32_t>(length));

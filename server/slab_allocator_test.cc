@@ -177,7 +177,12 @@ TEST(SlabAllocator, ObjectsKeepTheirBytes) {
     ASSERT_TRUE(h.ok());
     std::vector<uint8_t> bytes(size);
     for (auto& b : bytes) b = static_cast<uint8_t>(rng());
-    std::memcpy(slab.Resolve(*h), bytes.data(), size);
+    if (i % 2 == 0) {
+      slab.PrepareWrite(*h, size);
+      slab.Write(*h, bytes.data(), size);
+    } else {
+      std::memcpy(slab.Resolve(*h), bytes.data(), size);
+    }
     live.emplace_back(*h, std::move(bytes));
     if (rng() % 3 == 0) {
       size_t victim = rng() % live.size();
@@ -200,6 +205,50 @@ TEST(SlabAllocator, ObjectsKeepTheirBytes) {
   EXPECT_LE(budget.used(), SlabAllocator::kMaxCachedBytes);
   slab.DropCache();
   EXPECT_EQ(budget.used(), 0u);
+}
+
+// Write streams whole cache lines and copies the partial ones at the ends:
+// every start within a line (objects are 8-byte aligned) and every length
+// around line boundaries writes exactly its bytes, and nothing beside them.
+TEST(SlabAllocator, WriteCopiesExactlyItsBytesAtEveryAlignment) {
+  Budget budget(64 << 20);
+  SlabAllocator slab(&budget);
+  std::mt19937 rng(7);
+  const uint32_t sizes[] = {1, 7, 8, 63, 64, 65, 127, 128, 129, 191, 192, 200,
+                            255, 256, 1000, 2047, 2048, 2100, 4095, 4096};
+  for (uint32_t size : sizes) {
+    const uint32_t object = SlabAllocator::ClassSize(size);
+    // Eight neighbours of one class start at eight different places in a
+    // line unless the class size is a multiple of 64 (then the first of
+    // them is line-aligned, since each class starts on a page).
+    std::vector<uint64_t> handles;
+    for (int i = 0; i < 10; ++i) {
+      auto h = slab.Allocate(size);
+      ASSERT_TRUE(h.ok());
+      handles.push_back(*h);
+    }
+    for (size_t i = 1; i < handles.size(); ++i) {
+      ASSERT_EQ(slab.Resolve(handles[i]), slab.Resolve(handles[i - 1]) + object);
+    }
+    uint8_t* first = slab.Resolve(handles[0]);
+    const size_t span = handles.size() * object;
+    std::memset(first, 0xA5, span);
+    std::vector<uint8_t> expect(first, first + span);
+    for (size_t i = 1; i + 1 < handles.size(); ++i) {
+      // The object's own length, and less: a payload shorter than its class.
+      const uint32_t length = i % 2 == 0 ? size : 1 + rng() % size;
+      std::vector<uint8_t> bytes(length);
+      for (auto& b : bytes) b = static_cast<uint8_t>(rng());
+      slab.PrepareWrite(handles[i], length);
+      slab.Write(handles[i], bytes.data(), length);
+      std::memcpy(expect.data() + i * object, bytes.data(), length);
+    }
+    for (size_t at = 0; at < span; ++at) {
+      ASSERT_EQ(first[at], expect[at]) << "size " << size << ", byte " << at
+                                       << " (object " << at / object << ")";
+    }
+    for (uint64_t h : handles) slab.Free(h);
+  }
 }
 
 TEST(SlabAllocator, RefusesBeyondTheBudget) {
