@@ -33,9 +33,10 @@
 // A handle names an object: class index << 31 | slot (at most 40 bits).
 // Handles stay valid until Free; Resolve turns one into a pointer.
 //
-// Thread safety: Allocate and Free lock one class; Resolve takes no lock and
-// is safe for a handle that the caller knows is not being freed concurrently
-// (the node guarantees that with its index-shard locks).
+// Thread safety: Allocate and Free lock one class; Resolve (and PrepareWrite
+// and Write) take no lock and are safe for a handle that the caller knows is
+// not being freed concurrently (the node guarantees that with its
+// index-shard locks).
 //
 // Left for later: compaction. A page is returned only when every object
 // touching it is freed, so a class whose objects were freed at random keeps
