@@ -69,6 +69,11 @@ namespace {
 
 constexpr int kMaxMessageBytes = 4 << 20;
 
+// Page link connections at once (a shim opens one per thread and request in
+// flight); more are refused, and their clients use gRPC.
+constexpr int kMaxPageLinkConnections = 512;
+constexpr int kMaxStreamsPerConnection = 256;
+
 // The page link port a server last had (0: none recorded, or unreadable).
 int ReadPortFile(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "r");
@@ -87,10 +92,6 @@ void WritePortFile(const std::string& path, int port) {
   const bool ok = std::fprintf(f, "%d\n", port) > 0;
   if (std::fclose(f) == 0 && ok) std::rename(tmp.c_str(), path.c_str());
 }
-// Page link connections at once (a shim opens one per thread and request in
-// flight); more are refused, and their clients use gRPC.
-constexpr int kMaxPageLinkConnections = 512;
-constexpr int kMaxStreamsPerConnection = 256;
 
 std::string Hostname() {
   char buf[256] = {};

@@ -218,9 +218,10 @@ TEST(SlabAllocator, WriteCopiesExactlyItsBytesAtEveryAlignment) {
                             255, 256, 1000, 2047, 2048, 2100, 4095, 4096};
   for (uint32_t size : sizes) {
     const uint32_t object = SlabAllocator::ClassSize(size);
-    // Eight neighbours of one class start at eight different places in a
-    // line unless the class size is a multiple of 64 (then the first of
-    // them is line-aligned, since each class starts on a page).
+    // Neighbours of one class start at different places within a line
+    // (every multiple of 8 for class sizes such as 200 or 2104); for a class
+    // size that is a multiple of 64 all of them start a line (each class's
+    // array starts on a page).
     std::vector<uint64_t> handles;
     for (int i = 0; i < 10; ++i) {
       auto h = slab.Allocate(size);
